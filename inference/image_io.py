@@ -1,0 +1,143 @@
+"""Decoding pictures people upload into Nukki's ``image`` convention.
+
+:func:`load_image` takes bytes or a path and returns an ``(H, W, 3)`` uint8 RGB
+array, EXIF orientation applied, plus the file's own alpha channel when it has
+one. Everything that can go wrong with the input raises :class:`ImageLoadError`
+(a ``ValueError``) with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Largest picture accepted by default (width x height). 36 MP covers an 8K frame
+#: with room to spare; decoded it is about 100 MB of RGB.
+DEFAULT_MAX_PIXELS = 36_000_000
+
+#: Formats people are told they can upload (Pillow format names).
+SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+#: File extensions matching :data:`SUPPORTED_FORMATS`, lower case, no dot.
+SUPPORTED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif")
+
+
+class ImageLoadError(ValueError):
+    """The input is not a picture Nukki can use; the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """A decoded picture.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB, upright (EXIF orientation applied).
+        alpha: ``(H, W)`` float32 in ``[0, 1]`` if the file had transparency, else ``None``.
+        format: the file format as Pillow names it (``"PNG"``, ``"JPEG"``, ...).
+    """
+
+    image: np.ndarray
+    alpha: np.ndarray | None
+    format: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return self.image.shape[0], self.image.shape[1]
+
+
+def load_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode a picture from bytes or a file path.
+
+    Args:
+        source: the encoded file (bytes) or a path to it.
+        max_pixels: refuse pictures with more than this many pixels (width x height).
+
+    Returns:
+        The decoded :class:`LoadedImage` (first frame of animated files).
+
+    Raises:
+        ImageLoadError: empty, truncated, corrupt, unsupported or too large input.
+    """
+    if max_pixels <= 0:
+        raise ValueError(f"expected max_pixels > 0, got {max_pixels}")
+    data = _read_source(source)
+    if not data:
+        raise ImageLoadError("The file is empty: expected a picture, got 0 bytes.")
+    with warnings.catch_warnings():
+        # Pillow only warns between its limit and twice its limit; refuse those too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageLoadError(
+                        f"The picture is too large: {width}x{height} = {width * height / 1e6:.1f} MP, "
+                        f"the limit is {max_pixels / 1e6:.1f} MP. Scale it down and try again."
+                    )
+                fmt = img.format or "unknown"
+                img.seek(0)
+                img.load()
+                upright = ImageOps.exif_transpose(img)
+                image, alpha = _to_rgb_and_alpha(upright)
+        except ImageLoadError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageLoadError(
+                f"The picture declares too many pixels to decode safely ({exc}). It may be a decompression bomb."
+            ) from None
+        except UnidentifiedImageError:
+            raise ImageLoadError(
+                "This is not a picture Nukki can read: expected PNG, JPEG, WebP, BMP, TIFF or GIF."
+            ) from None
+        except (OSError, SyntaxError, EOFError, ValueError, IndexError, TypeError) as exc:
+            raise ImageLoadError(f"The picture is damaged or truncated and cannot be decoded ({exc}).") from None
+    return LoadedImage(image=image, alpha=alpha, format=fmt)
+
+
+def _read_source(source: bytes | str | Path) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ImageLoadError(f"No such file: {path}") from None
+        except IsADirectoryError:
+            raise ImageLoadError(f"Expected a picture file, got a folder: {path}") from None
+        except OSError as exc:
+            raise ImageLoadError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    raise TypeError(f"expected bytes or a path, got {type(source).__name__}")
+
+
+def _to_rgb_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow mode to ``(H, W, 3)`` uint8 RGB and optional float32 alpha."""
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        gray = _high_depth_to_uint8(np.asarray(img))
+        return np.repeat(gray[:, :, None], 3, axis=2), None
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"))
+        image = np.ascontiguousarray(rgba[:, :, :3])
+        alpha = rgba[:, :, 3].astype(np.float32) / 255.0
+        return image, alpha
+    if mode == "LAB":
+        raise ImageLoadError("CIELAB pictures are not supported: save it as RGB and try again.")
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"))), None
+
+
+def _high_depth_to_uint8(values: np.ndarray) -> np.ndarray:
+    """16-bit / 32-bit integer or float grey levels to uint8."""
+    if values.dtype.kind == "f":
+        finite = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
+        return np.clip(finite * scale + 0.5, 0, 255).astype(np.uint8)
+    wide = values.astype(np.int64)
+    top = 65535 if wide.size and wide.max() > 255 else 255
+    return np.clip((wide * 255 + top // 2) // top, 0, 255).astype(np.uint8)

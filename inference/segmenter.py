@@ -1,0 +1,181 @@
+"""One interface per model: segmenters find characters, refiners sharpen their masks.
+
+A :class:`Segmenter` turns an ``(H, W, 3)`` uint8 RGB image into
+:class:`~inference.instances.Instances`. A :class:`Refiner` takes those and
+returns the same instances with better soft masks. :func:`create_segmenter` and
+:func:`create_refiner` build them from plain names, so the command line, the
+app and the benchmarks share one way of choosing models, and ``"auto"`` always
+says which one it took and why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from inference.instances import Click, Instances
+
+BACKENDS = ("auto", "classic", "rtmdet")
+REFINERS = ("none", "refinenet_isnet", "animeseg")
+
+
+class ModelUnavailable(RuntimeError):
+    """A model was asked for but cannot run here; the message says how to install it."""
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Finds every character in a picture."""
+
+    name: str
+
+    def segment(self, image: np.ndarray) -> Instances:
+        """``(H, W, 3)`` uint8 RGB in, instances on that picture out."""
+        ...
+
+
+@runtime_checkable
+class PointSegmenter(Protocol):
+    """A segmenter that can also cut out whatever lies under one click."""
+
+    def segment_at(self, image: np.ndarray, click: Click) -> Instances:
+        """At most one new instance around the clicked pixel of an ``(H, W, 3)`` uint8 RGB image."""
+        ...
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    """Replaces the soft masks of instances with sharper ones (boxes and scores unchanged)."""
+
+    name: str
+
+    def refine(self, image: np.ndarray, instances: Instances) -> Instances:
+        """``(H, W, 3)`` uint8 RGB and its instances in, refined instances out."""
+        ...
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Everything that decides the (expensive, cached) detection result.
+
+    Attributes:
+        backend: ``auto`` (anime model when its weights are installed, else classic),
+            ``classic`` or ``rtmdet``.
+        refine: ``none``, ``refinenet_isnet`` (refine_last.ckpt) or ``animeseg`` (isnetis.ckpt).
+        det_size: detector input size in pixels (long side, letterboxed square).
+        tta: also detect on the mirrored picture and average.
+        score_threshold: instances scoring below this are dropped, in ``[0, 1]``.
+        device: ``"cpu"``, ``"cuda"``, or ``None`` for CUDA when available.
+    """
+
+    backend: str = "auto"
+    refine: str = "none"
+    det_size: int = 640
+    tta: bool = False
+    score_threshold: float = 0.3
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"expected backend in {BACKENDS}, got {self.backend!r}")
+        if self.refine not in REFINERS:
+            raise ValueError(f"expected refine in {REFINERS}, got {self.refine!r}")
+        if not 64 <= self.det_size <= 2048 or self.det_size % 32:
+            raise ValueError(f"expected det_size a multiple of 32 in [64, 2048], got {self.det_size}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"expected score_threshold in [0, 1], got {self.score_threshold}")
+        if self.device not in (None, "cpu", "cuda"):
+            raise ValueError(f"expected device None, 'cpu' or 'cuda', got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend ``auto`` (or the user) ended up with, and a sentence saying why."""
+
+    name: str
+    reason: str
+
+
+def mmdet_available() -> bool:
+    """True when mmdet and mmcv (with its compiled ops) can be imported."""
+    return all(importlib.util.find_spec(m) is not None for m in ("mmdet", "mmcv", "mmengine"))
+
+
+def resolve_backend(backend: str) -> BackendChoice:
+    """Turn ``auto`` into ``rtmdet`` or ``classic``; check an explicit ``rtmdet`` can run.
+
+    Raises:
+        ModelUnavailable: ``rtmdet`` was asked for explicitly but cannot run.
+    """
+    from inference import weights
+
+    if backend not in BACKENDS:
+        raise ValueError(f"expected backend in {BACKENDS}, got {backend!r}")
+    if backend == "classic":
+        return BackendChoice("classic", "Classic segmenter chosen (no model weights needed).")
+    have_weights = weights.is_installed("rtmdet")
+    have_mmdet = mmdet_available()
+    if have_weights and have_mmdet:
+        return BackendChoice("rtmdet", "Anime instance model (RTMDet-Ins, rtmdetl_e60.ckpt).")
+    missing = []
+    if not have_weights:
+        missing.append(f"its weights ({weights.INSTALL_HINT})")
+    if not have_mmdet:
+        missing.append("mmdet/mmcv (run ./run.sh, which installs them)")
+    why = "The anime model needs " + " and ".join(missing) + "."
+    if backend == "rtmdet":
+        raise ModelUnavailable(why)
+    return BackendChoice(
+        "classic",
+        "Classic segmenter (no weights needed): good on flat and gradient backgrounds. " + why,
+    )
+
+
+def create_segmenter(settings: DetectionSettings) -> tuple[Segmenter, BackendChoice]:
+    """Build the segmenter ``settings`` asks for.
+
+    Returns:
+        The segmenter and the :class:`BackendChoice` that explains it.
+
+    Raises:
+        ModelUnavailable: the requested model cannot run here (message says how to fix it).
+    """
+    choice = resolve_backend(settings.backend)
+    if choice.name == "classic":
+        from inference.classic import ClassicSegmenter
+
+        return ClassicSegmenter(), choice
+    from inference import weights
+    from inference.rtmdet import RTMDetSegmenter
+
+    segmenter = RTMDetSegmenter(
+        weights.weight_path("rtmdet"),
+        det_size=settings.det_size,
+        tta=settings.tta,
+        score_threshold=settings.score_threshold,
+        device=settings.device,
+    )
+    return segmenter, choice
+
+
+def create_refiner(name: str, *, device: str | None = None) -> Refiner | None:
+    """Build a refiner by name; ``"none"`` gives ``None``.
+
+    Raises:
+        ModelUnavailable: its weights are not installed (message says how to get them).
+    """
+    if name not in REFINERS:
+        raise ValueError(f"expected refine in {REFINERS}, got {name!r}")
+    if name == "none":
+        return None
+    from inference import refine, weights
+
+    key = "refine" if name == "refinenet_isnet" else "animeseg"
+    if not weights.is_installed(key):
+        raise ModelUnavailable(f"The {name} refiner needs its weights: {weights.INSTALL_HINT}")
+    if name == "refinenet_isnet":
+        return refine.RefineNetISNet.from_checkpoint(weights.weight_path(key), device=device)
+    return refine.AnimeSegRefiner.from_checkpoint(weights.weight_path(key), device=device)
