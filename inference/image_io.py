@@ -35,7 +35,9 @@ class LoadedImage:
     """A decoded picture.
 
     Attributes:
-        image: ``(H, W, 3)`` uint8 RGB, upright (EXIF orientation applied).
+        image: ``(H, W, 3)`` uint8 RGB, upright (EXIF orientation applied). A file
+            with transparency is flattened over white, so hidden colour under
+            transparent pixels never shows.
         alpha: ``(H, W)`` float32 in ``[0, 1]`` if the file had transparency, else ``None``.
         format: the file format as Pillow names it (``"PNG"``, ``"JPEG"``, ...).
     """
@@ -124,9 +126,10 @@ def _to_rgb_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if has_alpha:
         rgba = np.asarray(img.convert("RGBA"))
-        image = np.ascontiguousarray(rgba[:, :, :3])
         alpha = rgba[:, :, 3].astype(np.float32) / 255.0
-        return image, alpha
+        white = np.float32(255.0)
+        flat = rgba[:, :, :3].astype(np.float32) * alpha[:, :, None] + white * (1.0 - alpha[:, :, None])
+        return (flat + 0.5).astype(np.uint8), alpha
     if mode == "LAB":
         raise ImageLoadError("CIELAB pictures are not supported: save it as RGB and try again.")
     return np.ascontiguousarray(np.asarray(img.convert("RGB"))), None

@@ -1,0 +1,136 @@
+"""Putting a cutout over a new background.
+
+The alpha maths is the ordinary "over" operator on straight (not premultiplied)
+colour: ``out = F * a + B * (1 - a)``, rounded to the nearest uint8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+BACKGROUND_KINDS = ("transparent", "color", "image", "blur")
+FIT_MODES = ("cover", "contain")
+
+
+@dataclass(frozen=True, eq=False)
+class Background:
+    """What goes behind the cutout.
+
+    Attributes:
+        kind: ``transparent`` (shown as a checkerboard), ``color``, ``image`` or
+            ``blur`` (the original picture, blurred).
+        color: RGB for ``color`` (and the letterbox fill of ``contain``), each 0-255.
+        image: ``(h, w, 3)`` uint8 RGB for ``image``; fitted to the picture's size.
+        fit: ``cover`` (fill, crop the overflow) or ``contain`` (fit inside, pad with ``color``).
+        blur_sigma: Gaussian sigma in pixels for ``blur``, > 0.
+    """
+
+    kind: str = "transparent"
+    color: tuple[int, int, int] = (255, 255, 255)
+    image: np.ndarray | None = None
+    fit: str = "cover"
+    blur_sigma: float = 16.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in BACKGROUND_KINDS:
+            raise ValueError(f"expected background kind in {BACKGROUND_KINDS}, got {self.kind!r}")
+        if self.fit not in FIT_MODES:
+            raise ValueError(f"expected fit in {FIT_MODES}, got {self.fit!r}")
+        if len(self.color) != 3 or not all(0 <= int(c) <= 255 for c in self.color):
+            raise ValueError(f"expected an RGB colour of three 0-255 values, got {self.color!r}")
+        if self.kind == "image":
+            _check_image(self.image, "background image")
+        if self.blur_sigma <= 0:
+            raise ValueError(f"expected blur_sigma > 0, got {self.blur_sigma}")
+
+
+def _check_image(image: np.ndarray | None, what: str) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = "None" if image is None else f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
+        raise ValueError(f"expected {what} as (H, W, 3) uint8 RGB, got {got}")
+
+
+def checkerboard(height: int, width: int, *, cell: int = 16) -> np.ndarray:
+    """The usual "transparent" pattern: ``(H, W, 3)`` uint8, light and mid grey squares of ``cell`` px."""
+    if height <= 0 or width <= 0 or cell <= 0:
+        raise ValueError(f"expected positive height, width and cell, got {height}, {width}, {cell}")
+    ys = (np.arange(height) // cell)[:, None]
+    xs = (np.arange(width) // cell)[None, :]
+    light = ((ys + xs) % 2 == 0)
+    board = np.where(light, np.uint8(236), np.uint8(200))
+    return np.repeat(board[:, :, None], 3, axis=2)
+
+
+def fit_image(
+    image: np.ndarray, size: tuple[int, int], *, mode: str = "cover", fill: tuple[int, int, int] = (0, 0, 0)
+) -> np.ndarray:
+    """Scale an ``(h, w, 3)`` uint8 picture to ``size`` = ``(H, W)`` keeping its aspect ratio.
+
+    ``cover`` fills the whole frame and crops the centred overflow; ``contain``
+    fits it inside and pads with ``fill``.
+    """
+    _check_image(image, "image")
+    if mode not in FIT_MODES:
+        raise ValueError(f"expected mode in {FIT_MODES}, got {mode!r}")
+    height, width = size
+    h, w = image.shape[:2]
+    pick = max if mode == "cover" else min
+    scale = pick(height / h, width / w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    scaled = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    if mode == "cover":
+        x0, y0 = (new_w - width) // 2, (new_h - height) // 2
+        return np.ascontiguousarray(scaled[y0 : y0 + height, x0 : x0 + width])
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = np.asarray(fill, np.uint8)
+    x0, y0 = (width - new_w) // 2, (height - new_h) // 2
+    out[y0 : y0 + new_h, x0 : x0 + new_w] = scaled[: height - y0, : width - x0]
+    return out
+
+
+def render_background(background: Background, image: np.ndarray) -> np.ndarray:
+    """The ``(H, W, 3)`` uint8 backdrop for ``image``; ``transparent`` gives the checkerboard."""
+    _check_image(image, "image")
+    height, width = image.shape[:2]
+    if background.kind == "transparent":
+        return checkerboard(height, width)
+    if background.kind == "color":
+        out = np.empty((height, width, 3), np.uint8)
+        out[:] = np.asarray(background.color, np.uint8)
+        return out
+    if background.kind == "image":
+        return fit_image(background.image, (height, width), mode=background.fit, fill=background.color)
+    return cv2.GaussianBlur(image, (0, 0), background.blur_sigma)
+
+
+def composite_over(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """``foreground`` over ``background`` through ``alpha``.
+
+    Args:
+        foreground: ``(H, W, 3)`` uint8 RGB (straight colour).
+        alpha: ``(H, W)`` float32 in ``[0, 1]``.
+        background: ``(H, W, 3)`` uint8 RGB.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    _check_image(foreground, "foreground")
+    _check_image(background, "background")
+    if alpha.shape != foreground.shape[:2] or background.shape != foreground.shape:
+        raise ValueError(
+            f"expected foreground, alpha and background of one size, got "
+            f"{foreground.shape}, {alpha.shape}, {background.shape}"
+        )
+    a = np.clip(alpha, 0.0, 1.0).astype(np.float32, copy=False)
+    fg = foreground.astype(np.float32)
+    bg = background.astype(np.float32)
+    # out = bg + a * (fg - bg), in place to keep the memory traffic low.
+    np.subtract(fg, bg, out=fg)
+    np.multiply(fg, a[:, :, None], out=fg)
+    np.add(fg, bg, out=fg)
+    np.add(fg, 0.5, out=fg)
+    return fg.astype(np.uint8)
