@@ -1,0 +1,15 @@
+"""App-side helpers for the Nukki Streamlit studio (``app.py`` and ``pages/``).
+
+The engine lives in :mod:`inference` and never imports Streamlit; this package is
+the thin layer between widgets and the engine:
+
+* :mod:`studio.canvas` - canvas (fabric.js) points to image-pixel clicks (pure).
+* :mod:`studio.selection` - which characters are chosen, with undo (pure).
+* :mod:`studio.preview` - preview sizing, before/after views, background choice (pure).
+* :mod:`studio.batch` - many files to one ZIP with a per-file report (pure).
+* :mod:`studio.assets` - the bundled sample pictures and backgrounds (pure).
+* :mod:`studio.limits` - upload size and pixel limits (pure).
+* :mod:`studio.workspace` - one session's picture, detection and selection (pure).
+* :mod:`studio.engine_cache` - models and detections cached across reruns (Streamlit).
+* :mod:`studio.session` - per-session state and widget persistence (Streamlit).
+"""
