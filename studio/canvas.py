@@ -83,7 +83,7 @@ def point_centre(obj: dict) -> tuple[float, float] | None:
     if math.isnan(left) or math.isnan(top):
         return None
     radius = max(0.0, _number(obj.get("radius"), 0.0))
-    stroke = max(0.0, _number(obj.get("strokeWidth"), 0.0)) if obj.get("stroke") not in (None, "") else 0.0
+    stroke = max(0.0, _number(obj.get("strokeWidth"), 0.0))
     scale_x = _number(obj.get("scaleX"), 1.0)
     scale_y = _number(obj.get("scaleY"), 1.0)
     if obj.get("strokeUniform"):

@@ -156,8 +156,6 @@ def test_decompression_bomb_header_is_refused_without_decoding():
     data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     with pytest.raises(ImageLoadError, match="too large|decompression bomb"):
         load_image(data)
-    with pytest.raises(ImageLoadError, match="too large: 100000x100000"):
-        load_image(data, max_pixels=10**8)
 
 
 def test_missing_file_and_folder(tmp_path):
