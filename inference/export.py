@@ -7,12 +7,15 @@ import json
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from inference.instances import Instances, tight_box
-from inference.matte import MatteSettings
+
+if TYPE_CHECKING:
+    from inference.matte import MatteSettings
 
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 #: Alpha at or below this rounds to 0 in an 8-bit file, so it is "empty" for trimming.
