@@ -35,6 +35,8 @@ class Snapshot:
     instances: Instances
     selected: frozenset[int]
     untouched: bool
+    #: Changes whenever ``instances`` does (a click added a character), for cache keys.
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,18 @@ class SelectionHistory:
         self._base = instances
         self._snapshots: list[Snapshot] = [Snapshot(instances, frozenset(range(len(instances))), True)]
         self._steps: list[Step] = []
+        self._versions = 0
 
     # ------------------------------------------------------------------ reading
     @property
     def instances(self) -> Instances:
         """The characters known now (detected plus any added by clicks)."""
         return self._snapshots[-1].instances
+
+    @property
+    def version(self) -> int:
+        """Names the current :attr:`instances` (same number, same characters)."""
+        return self._snapshots[-1].version
 
     @property
     def selected(self) -> list[int]:
@@ -120,7 +128,11 @@ class SelectionHistory:
         untouched = now.untouched and hit is None
         if untouched:
             chosen = set(now.selected)
-        self._push(Step("click", click=click), Snapshot(instances, frozenset(chosen), untouched))
+        version = now.version
+        if instances is not now.instances:
+            self._versions += 1
+            version = self._versions
+        self._push(Step("click", click=click), Snapshot(instances, frozenset(chosen), untouched, version))
         return hit
 
     def set_chosen(self, index: int, value: bool) -> None:
@@ -133,15 +145,15 @@ class SelectionHistory:
             chosen.add(index)
         else:
             chosen.discard(index)
-        self._push(Step("toggle", index=index, value=value), Snapshot(now.instances, frozenset(chosen), False))
+        self._push(Step("toggle", index=index, value=value), Snapshot(now.instances, frozenset(chosen), False, now.version))
 
     def select_all(self) -> None:
         now = self._snapshots[-1]
-        self._push(Step("all"), Snapshot(now.instances, frozenset(range(len(now.instances))), False))
+        self._push(Step("all"), Snapshot(now.instances, frozenset(range(len(now.instances))), False, now.version))
 
     def select_none(self) -> None:
         now = self._snapshots[-1]
-        self._push(Step("none"), Snapshot(now.instances, frozenset(), False))
+        self._push(Step("none"), Snapshot(now.instances, frozenset(), False, now.version))
 
     def undo(self) -> Step | None:
         """Take back the last step; returns it (``None`` when there was nothing to undo)."""

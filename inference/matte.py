@@ -1,0 +1,704 @@
+"""The matte stage: turn a soft character mask into a clean alpha and clean edge colours.
+
+Everything here runs at full resolution on numpy and OpenCV and is cheap enough
+to re-run on every slider change of the app:
+
+* :func:`guided_filter` / :func:`fast_guided_filter`: the colour-guided filter of
+  He, Sun & Tang ("Guided Image Filtering", TPAMI 2013) and its subsampled
+  variant (He & Sun, "Fast Guided Filter", 2015). They snap a mask to the
+  picture's own colour edges.
+* :func:`remove_small_regions` / :func:`fill_small_holes`: drop specks and plug
+  pin holes of a binary mask.
+* :func:`feather_alpha`: soften the edge of an alpha by a few pixels.
+* :func:`estimate_foreground`: re-estimate the colour of half-transparent edge
+  pixels so the old background does not show as a halo over a new one
+  (blur-fusion, Forte & Pitié, "Approximate Fast Foreground Colour Estimation",
+  ICIP 2021).
+* :class:`MatteSettings` and :func:`refine_alpha`: the whole pipeline as the app
+  and the command line drive it.
+
+Conventions: ``image`` ``(H, W, 3)`` uint8 RGB, ``mask`` ``(H, W)`` bool,
+``alpha`` ``(H, W)`` float32 in ``[0, 1]``. The defaults of
+:class:`MatteSettings` were chosen by ``bench/quality.py`` (see its output).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: Box filters with a radius up to this use a separable float32 convolution
+#: (faster in OpenCV for small windows); larger ones use ``cv2.boxFilter``.
+_SEPARABLE_BOX_MAX_RADIUS = 8
+
+#: Border rule of every box mean here, the same one ``cv2.ximgproc.guidedFilter`` uses.
+_BORDER = cv2.BORDER_REFLECT
+
+#: In :func:`refine_alpha`, soft prior values within ``PRIOR_RAMP / 2`` of the
+#: threshold map linearly onto alpha 0..1 before the guided filter: this keeps the
+#: prior's sub-pixel edge position but not its blur. Chosen by ``bench/quality.py``.
+PRIOR_RAMP = 0.1
+
+#: Alpha below this (or above ``1 -`` it) is what an 8-bit export stores as 0 (255).
+_SNAP = 0.5 / 255
+
+#: Subsampling of :func:`fast_guided_filter` inside :func:`refine_alpha` is
+#: ``guided_radius // _FAST_RADIUS_PER_STEP`` clamped to ``[1, _FAST_MAX_SUBSAMPLE]``,
+#: so the subsampled window keeps a radius of at least 2 px.
+_FAST_RADIUS_PER_STEP = 2
+_FAST_MAX_SUBSAMPLE = 4
+
+
+# ---------------------------------------------------------------------------- input checks
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__
+
+
+def _check_image(image: object, what: str = "image") -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected {what} as (H, W, 3) uint8 RGB, got {_describe(image)}")
+    return image
+
+
+def _check_map(values: object, shape: tuple[int, int], what: str) -> np.ndarray:
+    """A float ``(H, W)`` map of the given shape, as float32."""
+    if not isinstance(values, np.ndarray) or values.ndim != 2 or values.dtype.kind not in "fiub":
+        raise ValueError(f"expected {what} as an (H, W) float array, got {_describe(values)}")
+    if values.shape != shape:
+        raise ValueError(f"expected {what} of shape {shape}, got {values.shape}")
+    return values.astype(np.float32, copy=False)
+
+
+def _check_mask(mask: object) -> np.ndarray:
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.dtype != np.bool_:
+        raise ValueError(f"expected mask as an (H, W) bool array, got {_describe(mask)}")
+    return mask
+
+
+def _check_count(value: object, what: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"expected {what} as an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_positive_float(value: object, what: str, *, allow_zero: bool) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(float(value)) and (float(value) >= 0 if allow_zero else float(value) > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"expected {what} as a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------- guided filter
+# Memory note: on the machines Nukki targets, touching fresh memory costs about as
+# much as the arithmetic (page faults), so the filters below update arrays in place
+# and reuse dead buffers instead of letting numpy allocate a temporary per operation.
+
+
+def _box_mean(x: np.ndarray, radius: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Mean over the ``(2r+1) x (2r+1)`` window around each pixel, mirrored borders: float32.
+
+    ``out`` (same shape, float32, may be ``x`` itself) receives the result.
+    """
+    if radius <= _SEPARABLE_BOX_MAX_RADIUS:
+        kernel = np.full(2 * radius + 1, 1.0 / (2 * radius + 1), np.float32)
+        return cv2.sepFilter2D(x, cv2.CV_32F, kernel, kernel, dst=out, borderType=_BORDER)
+    size = 2 * radius + 1
+    return cv2.boxFilter(x, cv2.CV_32F, (size, size), dst=out, normalize=True, borderType=_BORDER)
+
+
+class _Guide:
+    """An ``(H, W, 3)`` guide (uint8, or float32 in ``[0, 1]``) in the forms the filters need."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+        self.is_uint8 = image.dtype == np.uint8
+        self._planes: list[np.ndarray] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape[:2]
+
+    def planes(self) -> list[np.ndarray]:
+        """Three contiguous float32 planes in ``[0, 1]`` (computed once)."""
+        if self._planes is None:
+            if self.is_uint8:
+                self._planes = [np.multiply(c, np.float32(1 / 255), dtype=np.float32) for c in cv2.split(self.image)]
+            else:
+                self._planes = list(cv2.split(self.image.astype(np.float32, copy=False)))
+        return self._planes
+
+    def downsampled_planes(self, size: tuple[int, int]) -> list[np.ndarray]:
+        """Area-downsampled to ``size`` = ``(w, h)``: three float32 planes in ``[0, 1]``."""
+        if self._planes is None and self.is_uint8:
+            # Averaging in uint8 rounds to 1/255, far below any useful eps; it saves a float copy.
+            small = cv2.resize(self.image, size, interpolation=cv2.INTER_AREA)
+            return [np.multiply(c, np.float32(1 / 255), dtype=np.float32) for c in cv2.split(small)]
+        return [cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in self.planes()]
+
+    def linear_model(self, mean_a: list[np.ndarray], mean_b: np.ndarray) -> np.ndarray:
+        """``q = mean_a . I + mean_b`` (He et al., eq. 16), float32; overwrites ``mean_a``."""
+        a_r, a_g, a_b = mean_a
+        if self._planes is None and self.is_uint8:
+            # Multiply by the uint8 channels directly and fold the 1/255 in at the end.
+            I_r, I_g, I_b = cv2.split(self.image)
+            scale = np.float32(1 / 255)
+        else:
+            I_r, I_g, I_b = self.planes()
+            scale = None
+        np.multiply(a_r, I_r, out=a_r)
+        np.multiply(a_g, I_g, out=a_g)
+        a_r += a_g
+        np.multiply(a_b, I_b, out=a_b)
+        a_r += a_b
+        if scale is not None:
+            a_r *= scale
+        a_r += mean_b
+        return a_r
+
+
+def _guided_coefficients(
+    I: list[np.ndarray], p: np.ndarray, radius: int, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Per-window linear model ``p ~ a . I + b`` (He et al., eq. 14-15), not yet averaged.
+
+    Returns ``(a_r, a_g, a_b, b, spare)``, each shaped like ``p``; ``spare`` are
+    dead float32 buffers of the same shape the caller may reuse.
+    """
+    I_r, I_g, I_b = I
+    mean_r, mean_g, mean_b = (_box_mean(c, radius) for c in I)
+    mean_p = _box_mean(p, radius)
+    scratch = np.empty_like(p)
+
+    def windowed_covariance(x: np.ndarray, y: np.ndarray, mean_x: np.ndarray, mean_y: np.ndarray) -> np.ndarray:
+        """``mean(x * y) - mean_x * mean_y`` over each window."""
+        out = _box_mean(np.multiply(x, y, out=scratch), radius)
+        out -= np.multiply(mean_x, mean_y, out=scratch)
+        return out
+
+    cov_Ip_r = windowed_covariance(I_r, p, mean_r, mean_p)
+    cov_Ip_g = windowed_covariance(I_g, p, mean_g, mean_p)
+    cov_Ip_b = windowed_covariance(I_b, p, mean_b, mean_p)
+    # Sigma + eps * U, the 3x3 covariance of I in each window (symmetric: six entries).
+    var_rr = windowed_covariance(I_r, I_r, mean_r, mean_r)
+    var_rg = windowed_covariance(I_r, I_g, mean_r, mean_g)
+    var_rb = windowed_covariance(I_r, I_b, mean_r, mean_b)
+    var_gg = windowed_covariance(I_g, I_g, mean_g, mean_g)
+    var_gb = windowed_covariance(I_g, I_b, mean_g, mean_b)
+    var_bb = windowed_covariance(I_b, I_b, mean_b, mean_b)
+    # Solve (Sigma + eps U) a = cov_Ip per pixel by an LDL^T factorisation, in place.
+    # Unlike the cofactor inverse it stays accurate in float32 when a strong two-colour
+    # edge makes Sigma nearly singular and eps is small. Each pivot d is a Schur
+    # complement of Sigma + eps U, hence >= eps exactly; the floor only undoes rounding.
+    floor = np.float32(eps)
+    var_rr += floor
+    d_1 = np.maximum(var_rr, floor, out=var_rr)
+    l_21 = np.divide(var_rg, d_1, out=var_rg)
+    l_31 = np.divide(var_rb, d_1, out=var_rb)
+    # d_2 = var_gg + eps - l_21^2 d_1
+    var_gg += floor
+    var_gg -= np.multiply(np.multiply(l_21, l_21, out=scratch), d_1, out=scratch)
+    d_2 = np.maximum(var_gg, floor, out=var_gg)
+    # l_32 = (var_gb - l_31 l_21 d_1) / d_2
+    var_gb -= np.multiply(np.multiply(l_31, l_21, out=scratch), d_1, out=scratch)
+    l_32 = np.divide(var_gb, d_2, out=var_gb)
+    # d_3 = var_bb + eps - l_31^2 d_1 - l_32^2 d_2
+    var_bb += floor
+    var_bb -= np.multiply(np.multiply(l_31, l_31, out=scratch), d_1, out=scratch)
+    var_bb -= np.multiply(np.multiply(l_32, l_32, out=scratch), d_2, out=scratch)
+    d_3 = np.maximum(var_bb, floor, out=var_bb)
+    # Forward substitution L y = cov_Ip (y_1 = cov_Ip_r), in place.
+    y_2 = cov_Ip_g
+    y_2 -= np.multiply(l_21, cov_Ip_r, out=scratch)
+    y_3 = cov_Ip_b
+    y_3 -= np.multiply(l_31, cov_Ip_r, out=scratch)
+    y_3 -= np.multiply(l_32, y_2, out=scratch)
+    # D z = y and back substitution L^T a = z.
+    a_b = np.divide(y_3, d_3, out=y_3)
+    a_g = np.divide(y_2, d_2, out=y_2)
+    a_g -= np.multiply(l_32, a_b, out=scratch)
+    a_r = np.divide(cov_Ip_r, d_1, out=cov_Ip_r)
+    a_r -= np.multiply(l_21, a_g, out=scratch)
+    a_r -= np.multiply(l_31, a_b, out=scratch)
+    # b = mean_p - a . mean_I
+    b = mean_p
+    b -= np.multiply(a_r, mean_r, out=scratch)
+    b -= np.multiply(a_g, mean_g, out=scratch)
+    b -= np.multiply(a_b, mean_b, out=scratch)
+    spare = [var_rr, var_rg, var_rb, var_gg, var_gb, var_bb, mean_r, mean_g, mean_b, scratch]
+    return a_r, a_g, a_b, b, spare
+
+
+def _guided_filter_with(guide: _Guide, p: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    a_r, a_g, a_b, b, spare = _guided_coefficients(guide.planes(), p, radius, eps)
+    mean_a = [_box_mean(a, radius, out=buffer) for a, buffer in zip((a_r, a_g, a_b), spare)]
+    mean_b = _box_mean(b, radius, out=spare[3])
+    return guide.linear_model(mean_a, mean_b)
+
+
+def _fast_guided_filter_with(guide: _Guide, p: np.ndarray, radius: int, eps: float, subsample: int) -> np.ndarray:
+    if subsample == 1:
+        return _guided_filter_with(guide, p, radius, eps)
+    height, width = p.shape
+    small = (max(1, round(width / subsample)), max(1, round(height / subsample)))
+    I_sub = guide.downsampled_planes(small)
+    p_sub = cv2.resize(p, small, interpolation=cv2.INTER_AREA)
+    radius_sub = max(1, round(radius / subsample))
+    a_r, a_g, a_b, b, spare = _guided_coefficients(I_sub, p_sub, radius_sub, eps)
+    mean_a = [
+        cv2.resize(_box_mean(a, radius_sub, out=buffer), (width, height), interpolation=cv2.INTER_LINEAR)
+        for a, buffer in zip((a_r, a_g, a_b), spare)
+    ]
+    mean_b = cv2.resize(_box_mean(b, radius_sub, out=spare[3]), (width, height), interpolation=cv2.INTER_LINEAR)
+    return guide.linear_model(mean_a, mean_b)
+
+
+def _checked_guide(guide: object) -> _Guide:
+    if not isinstance(guide, np.ndarray) or guide.ndim != 3 or guide.shape[2] != 3:
+        raise ValueError(f"expected guide as an (H, W, 3) array, got {_describe(guide)}")
+    if guide.dtype == np.uint8:
+        return _Guide(np.ascontiguousarray(guide))
+    if guide.dtype.kind != "f":
+        raise ValueError(f"expected guide as uint8 or float, got {guide.dtype}")
+    scaled = np.ascontiguousarray(guide, dtype=np.float32)
+    low, high = float(scaled.min()), float(scaled.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"expected a float guide in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+    return _Guide(scaled)
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Colour-guided filter of He et al.: edge-preserving smoothing of ``src`` along ``guide``'s edges.
+
+    Each output pixel is ``q = mean_a . I + mean_b``, where ``(a, b)`` is the
+    least-squares linear model ``src ~ a . I + b`` of every ``(2r+1)^2`` window
+    regularised by ``eps``, averaged over the windows that hold the pixel.
+    Borders are mirrored (``cv2.BORDER_REFLECT``), as in ``cv2.ximgproc``.
+
+    Args:
+        guide: ``(H, W, 3)`` RGB; uint8 (divided by 255) or float already in ``[0, 1]``.
+        src: ``(H, W)`` float map to filter (e.g. a mask in ``[0, 1]``).
+        radius: window radius in pixels, >= 1.
+        eps: regularisation in units of the ``[0, 1]`` guide's variance, > 0. Edges with
+            colour variance well above ``eps`` are kept; flatter ones are smoothed.
+
+    Returns:
+        ``(H, W)`` float32, not clipped (it may overshoot ``src``'s range slightly).
+    """
+    checked = _checked_guide(guide)
+    p = _check_map(src, checked.shape, "src")
+    radius = _check_count(radius, "radius", minimum=1)
+    eps = _check_positive_float(eps, "eps", allow_zero=False)
+    return _guided_filter_with(checked, np.ascontiguousarray(p), radius, eps)
+
+
+def fast_guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, subsample: int) -> np.ndarray:
+    """Fast guided filter of He & Sun: the linear coefficients on a subsampled grid.
+
+    ``guide`` and ``src`` are area-downsampled by ``subsample``, the coefficients
+    ``(a, b)`` are computed and window-averaged there with radius
+    ``round(radius / subsample)`` (at least 1), upsampled bilinearly, and
+    ``q = a . I + b`` is formed with the full-resolution guide, so edges stay
+    sharp. ``subsample=1`` is exactly :func:`guided_filter`.
+
+    Args:
+        guide: ``(H, W, 3)`` RGB; uint8 (divided by 255) or float already in ``[0, 1]``.
+        src: ``(H, W)`` float map to filter.
+        radius: window radius in full-resolution pixels, >= 1.
+        eps: regularisation in units of the ``[0, 1]`` guide's variance, > 0.
+        subsample: downsampling factor, >= 1.
+
+    Returns:
+        ``(H, W)`` float32, not clipped.
+    """
+    checked = _checked_guide(guide)
+    p = _check_map(src, checked.shape, "src")
+    radius = _check_count(radius, "radius", minimum=1)
+    eps = _check_positive_float(eps, "eps", allow_zero=False)
+    subsample = _check_count(subsample, "subsample", minimum=1)
+    return _fast_guided_filter_with(checked, np.ascontiguousarray(p), radius, eps, subsample)
+
+
+# ---------------------------------------------------------------------------- islands and holes
+def _clear_components(mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, chosen: np.ndarray, value: bool) -> None:
+    """Set every pixel of the chosen component labels to ``value``, in place.
+
+    A few components are rewritten inside their own boxes; many go through one lookup table.
+    """
+    if chosen.size <= 64:
+        for label in chosen:
+            x, y, w, h = stats[label, :4]
+            window = mask[y : y + h, x : x + w]
+            window[labels[y : y + h, x : x + w] == label] = value
+        return
+    table = np.zeros(len(stats), np.bool_)
+    table[chosen] = True
+    mask[table[labels]] = value
+
+
+def _remove_small_regions_inplace(mask: np.ndarray, min_area: int) -> bool:
+    """:func:`remove_small_regions` on a contiguous mask, in place; True when anything changed."""
+    if min_area <= 1:
+        return False
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_area) + 1
+    if small.size == 0:
+        return False
+    _clear_components(mask, labels, stats, small, False)
+    return True
+
+
+def _fill_small_holes_inplace(mask: np.ndarray, max_area: int) -> bool:
+    """:func:`fill_small_holes` on a contiguous mask, in place; True when anything changed."""
+    if max_area <= 1:
+        return False
+    background = np.logical_not(mask)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(background.view(np.uint8), connectivity=4)
+    height, width = mask.shape
+    x, y, w, h, areas = (stats[:, i] for i in range(5))
+    inside = (x > 0) & (y > 0) & (x + w < width) & (y + h < height)
+    small = np.flatnonzero(inside[1:] & (areas[1:] < max_area)) + 1
+    if small.size == 0:
+        return False
+    _clear_components(mask, labels, stats, small, True)
+    return True
+
+
+def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop foreground specks: 8-connected True components of fewer than ``min_area`` pixels.
+
+    Args:
+        mask: ``(H, W)`` bool.
+        min_area: smallest component kept, in pixels, >= 0 (0 and 1 keep everything).
+
+    Returns:
+        A new ``(H, W)`` bool mask.
+    """
+    mask = _check_mask(mask)
+    min_area = _check_count(min_area, "min_area", minimum=0)
+    out = np.array(mask, dtype=np.bool_, order="C", copy=True)
+    _remove_small_regions_inplace(out, min_area)
+    return out
+
+
+def fill_small_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
+    """Plug pin holes: 4-connected False components off the border, of fewer than ``max_area`` pixels.
+
+    Holes use 4-connectivity, the counterpart of the 8-connected foreground of
+    :func:`remove_small_regions`, so a hole never leaks through a diagonal gap.
+    Background touching the picture's border is never filled, whatever its size.
+
+    Args:
+        mask: ``(H, W)`` bool.
+        max_area: holes with fewer pixels than this are filled, >= 0 (0 and 1 fill nothing).
+
+    Returns:
+        A new ``(H, W)`` bool mask.
+    """
+    mask = _check_mask(mask)
+    max_area = _check_count(max_area, "max_area", minimum=0)
+    out = np.array(mask, dtype=np.bool_, order="C", copy=True)
+    _fill_small_holes_inplace(out, max_area)
+    return out
+
+
+# ---------------------------------------------------------------------------- feathering
+def _feather_inplace(alpha: np.ndarray, radius_px: float) -> np.ndarray:
+    half = max(1, math.ceil(radius_px))
+    size = (2 * half + 1, 2 * half + 1)
+    return cv2.GaussianBlur(alpha, size, radius_px / 2.0, dst=alpha, borderType=cv2.BORDER_REPLICATE)
+
+
+def feather_alpha(alpha: np.ndarray, radius_px: float) -> np.ndarray:
+    """Soften an alpha's edge: a Gaussian of sigma ``radius_px / 2`` cut off at ``ceil(radius_px)``.
+
+    Pixels farther than ``ceil(radius_px)`` from any pixel of another value keep
+    their value (solid interior stays 1 up to float rounding, far background
+    stays exactly 0). ``radius_px = 0`` returns a copy.
+
+    Args:
+        alpha: ``(H, W)`` float in ``[0, 1]``.
+        radius_px: feather radius in pixels, >= 0.
+
+    Returns:
+        ``(H, W)`` float32 in ``[0, 1]``.
+    """
+    if not isinstance(alpha, np.ndarray) or alpha.ndim != 2:
+        raise ValueError(f"expected alpha as an (H, W) float array, got {_describe(alpha)}")
+    out = np.array(_check_map(alpha, alpha.shape, "alpha"), dtype=np.float32, order="C", copy=True)
+    radius_px = _check_positive_float(radius_px, "radius_px", allow_zero=True)
+    if radius_px > 0:
+        _feather_inplace(out, radius_px)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+# ---------------------------------------------------------------------------- colour decontamination
+def _nonzero_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
+    """``xyxy`` box of a bool or uint8 mask's nonzero pixels grown by ``margin``, inside the mask."""
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8) if mask.dtype == np.bool_ else mask)
+    if w == 0 or h == 0:
+        return None
+    height, width = mask.shape
+    return max(0, x - margin), max(0, y - margin), min(width, x + w + margin), min(height, y + h + margin)
+
+
+def _sample_bilinear(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Values of an ``(h, w, C)`` float32 grid at float pixel positions: ``(N, C)``."""
+    map_x = xs.astype(np.float32).reshape(1, -1)
+    map_y = ys.astype(np.float32).reshape(1, -1)
+    sampled = cv2.remap(grid, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return sampled.reshape(xs.size, -1)
+
+
+def _blur_fusion_update(
+    I: np.ndarray, alpha: np.ndarray, mean_F: np.ndarray, mean_B: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split the compositing residual between F and B by alpha (Forte & Pitié, eq. 5).
+
+    All ``(N, 3)`` float32 but ``alpha`` ``(N, 1)``. Returns the new ``(F, B)``.
+    """
+    one_minus_alpha = 1.0 - alpha
+    residual = I - alpha * mean_F - one_minus_alpha * mean_B
+    return mean_F + alpha * residual, mean_B + one_minus_alpha * residual
+
+
+def _weighted_local_means(weighted: np.ndarray, unweighted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Alpha-weighted local means of F and (1 - alpha)-weighted ones of B from box means.
+
+    ``weighted`` ``(..., 4)``: box means of ``alpha F`` (3 channels) and of ``alpha``;
+    ``unweighted`` ``(..., 3)``: box mean of ``(1 - alpha) B``. Returns ``(mean_F, mean_B)``.
+    """
+    total_alpha = weighted[..., 3:4]
+    mean_F = weighted[..., :3] / np.maximum(total_alpha, np.float32(1e-6))
+    mean_B = unweighted / np.maximum(np.float32(1.0) - total_alpha, np.float32(1e-6))
+    return mean_F, mean_B
+
+
+def estimate_foreground(
+    image: np.ndarray, alpha: np.ndarray, *, coarse_radius: int = 16, fine_radius: int = 2
+) -> np.ndarray:
+    """Clean edge colours: re-estimate the foreground colour where ``0 < alpha < 1``.
+
+    An edge pixel of the picture mixes the character's colour with the old
+    background's; used as the foreground colour over a new background it shows a
+    halo of the old one. Blur-fusion (Forte & Pitié 2021) estimates the pure
+    foreground ``F`` and background ``B`` with ``I = alpha F + (1 - alpha) B``:
+    each step takes alpha-weighted local means of ``F`` (and ``1 - alpha``-weighted
+    ones of ``B``) over a box and hands each its share of the compositing
+    residual. A wide step (``coarse_radius``, computed on a coarser grid) is
+    followed by a narrow one (``fine_radius``) at full resolution. Only the edge
+    band changes: pixels with alpha 1 (and 0) keep the picture's colour. The
+    default radii suit cel-shaded art, whose colours change within a few pixels
+    (measured in ``bench/quality.py``; the paper's 90/6 suit photos).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        alpha: ``(H, W)`` float in ``[0, 1]``.
+        coarse_radius: box radius in pixels of the wide step, >= 1.
+        fine_radius: box radius in pixels of the narrow step, >= 1.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB foreground colour (a new array).
+    """
+    image = _check_image(image)
+    alpha = _check_map(alpha, image.shape[:2], "alpha")
+    coarse_radius = _check_count(coarse_radius, "coarse_radius", minimum=1)
+    fine_radius = _check_count(fine_radius, "fine_radius", minimum=1)
+    out = image.copy()
+    band = cv2.compare(alpha, 0.0, cv2.CMP_GT)
+    band &= cv2.compare(alpha, 1.0, cv2.CMP_LT)
+    box = _nonzero_box(band, coarse_radius + fine_radius)
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box
+    crop_alpha = np.ascontiguousarray(alpha[y0:y1, x0:x1])
+    crop_image = np.ascontiguousarray(image[y0:y1, x0:x1])
+    height, width = crop_alpha.shape
+    ys, xs = np.nonzero(band[y0:y1, x0:x1])
+    band_alpha = crop_alpha[ys, xs][:, None]
+    band_I = crop_image[ys, xs].astype(np.float32)
+
+    # weighted = [alpha I, alpha] per pixel; outside the band it is already alpha F
+    # (F = I where alpha = 1, and alpha = 0 elsewhere), so only band pixels change later.
+    weighted = np.empty((height, width, 4), np.float32)
+    np.multiply(crop_image, crop_alpha[:, :, None], out=weighted[:, :, :3])
+    weighted[:, :, 3] = crop_alpha
+
+    # Wide step on a grid `step` times coarser (box means are smooth at this radius).
+    step = max(1, min(8, coarse_radius // 4))
+    small = (max(1, round(width / step)), max(1, round(height / step)))
+    radius_small = max(1, round(coarse_radius / step))
+    weighted_small = cv2.resize(weighted, small, interpolation=cv2.INTER_AREA)
+    image_small = cv2.resize(crop_image, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+    size = 2 * radius_small + 1
+    weighted_small = cv2.boxFilter(weighted_small, cv2.CV_32F, (size, size), borderType=_BORDER)
+    background_small = cv2.boxFilter(image_small, cv2.CV_32F, (size, size), borderType=_BORDER)
+    background_small -= weighted_small[:, :, :3]  # box mean of (1 - alpha) I
+    mean_F_small, mean_B_small = _weighted_local_means(weighted_small, background_small)
+    scale_x, scale_y = small[0] / width, small[1] / height
+    sample_x = (xs + 0.5) * scale_x - 0.5
+    sample_y = (ys + 0.5) * scale_y - 0.5
+    mean_F = _sample_bilinear(np.ascontiguousarray(mean_F_small), sample_x, sample_y)
+    mean_B = _sample_bilinear(np.ascontiguousarray(mean_B_small), sample_x, sample_y)
+    F, B = _blur_fusion_update(band_I, band_alpha, mean_F, mean_B)
+
+    # Narrow step at full resolution: put alpha F and (1 - alpha) B of the band in place.
+    unweighted = np.subtract(crop_image, weighted[:, :, :3], dtype=np.float32)  # (1 - alpha) I
+    weighted[ys, xs, :3] = band_alpha * F
+    unweighted[ys, xs] = (1.0 - band_alpha) * B
+    size = 2 * fine_radius + 1
+    cv2.boxFilter(weighted, cv2.CV_32F, (size, size), dst=weighted, borderType=_BORDER)
+    cv2.boxFilter(unweighted, cv2.CV_32F, (size, size), dst=unweighted, borderType=_BORDER)
+    mean_F, mean_B = _weighted_local_means(weighted[ys, xs], unweighted[ys, xs])
+    F, _ = _blur_fusion_update(band_I, band_alpha, mean_F, mean_B)
+
+    np.clip(F, 0.0, 255.0, out=F)
+    F += np.float32(0.5)
+    out[y0 + ys, x0 + xs] = F.astype(np.uint8)
+    return out
+
+
+# ---------------------------------------------------------------------------- settings and pipeline
+@dataclass(frozen=True)
+class MatteSettings:
+    """Every slider of the matte stage.
+
+    Attributes:
+        threshold: soft prior value at or above which a pixel counts as character, in ``(0, 1)``.
+        min_island_area: foreground specks with fewer pixels are dropped; 0 disables.
+        max_hole_area: enclosed holes with fewer pixels are filled; 0 disables.
+        guided_radius: colour-guided filter window radius in pixels; 0 disables.
+        guided_eps: guided filter regularisation in ``[0, 1]``-colour variance units, > 0;
+            smaller follows colour edges more closely.
+        feather: edge feathering radius in pixels; 0 disables.
+        decontaminate: re-estimate edge colours (:func:`estimate_foreground`).
+        fast: use :func:`fast_guided_filter` (for previews).
+    """
+
+    threshold: float = 0.5
+    min_island_area: int = 64
+    max_hole_area: int = 64
+    guided_radius: int = 2
+    guided_eps: float = 1e-4
+    feather: float = 0.0
+    decontaminate: bool = True
+    fast: bool = False
+
+    def __post_init__(self) -> None:
+        threshold = self.threshold
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float, np.integer, np.floating))
+            or not 0.0 < float(threshold) < 1.0
+        ):
+            raise ValueError(f"expected threshold as a number in (0, 1), got {threshold!r}")
+        _check_count(self.min_island_area, "min_island_area", minimum=0)
+        _check_count(self.max_hole_area, "max_hole_area", minimum=0)
+        _check_count(self.guided_radius, "guided_radius", minimum=0)
+        _check_positive_float(self.guided_eps, "guided_eps", allow_zero=False)
+        _check_positive_float(self.feather, "feather", allow_zero=True)
+        for name in ("decontaminate", "fast"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"expected {name} as a bool, got {value!r}")
+
+    @property
+    def fast_subsample(self) -> int:
+        """Subsampling :func:`refine_alpha` gives :func:`fast_guided_filter` at this radius."""
+        return max(1, min(_FAST_MAX_SUBSAMPLE, self.guided_radius // _FAST_RADIUS_PER_STEP))
+
+
+def _refine_crop(image: np.ndarray, prior: np.ndarray, settings: MatteSettings, prior_ramp: float) -> np.ndarray:
+    """The pipeline of :func:`refine_alpha` on one contiguous crop; float32 alpha in ``[0, 1]``."""
+    threshold = np.float32(settings.threshold)
+    mask = prior >= threshold
+    changed_mask = None
+    if settings.min_island_area > 1 or settings.max_hole_area > 1:
+        cleaned = mask.copy()
+        removed = _remove_small_regions_inplace(cleaned, settings.min_island_area)
+        filled = _fill_small_holes_inplace(cleaned, settings.max_hole_area)
+        if removed or filled:
+            changed_mask = cleaned != mask
+            mask = cleaned
+    if prior_ramp > 0:
+        # Keep the soft prior's sub-pixel edge position: values within +-ramp/2 of the
+        # threshold map linearly onto 0..1 (the 0.5 level stays the mask's outline).
+        alpha = np.subtract(prior, threshold, dtype=np.float32)
+        alpha *= np.float32(1.0 / prior_ramp)
+        alpha += np.float32(0.5)
+        np.clip(alpha, 0.0, 1.0, out=alpha)
+        if changed_mask is not None:
+            np.copyto(alpha, mask, where=changed_mask)
+    else:
+        alpha = mask.astype(np.float32)
+    if settings.guided_radius > 0:
+        guide = _Guide(image)
+        if settings.fast:
+            alpha = _fast_guided_filter_with(
+                guide, alpha, settings.guided_radius, settings.guided_eps, settings.fast_subsample
+            )
+        else:
+            alpha = _guided_filter_with(guide, alpha, settings.guided_radius, settings.guided_eps)
+    if settings.feather > 0:
+        _feather_inplace(alpha, settings.feather)
+    # Values an 8-bit export stores as 0 or 255 are snapped there, so the edge band
+    # (and the colour clean-up after it) stays as narrow as the result really is.
+    alpha[alpha < np.float32(_SNAP)] = 0.0
+    alpha[alpha > np.float32(1.0 - _SNAP)] = 1.0
+    return alpha
+
+
+def _refine_alpha(
+    image: np.ndarray, prior: np.ndarray, settings: MatteSettings, *, prior_ramp: float = PRIOR_RAMP
+) -> np.ndarray:
+    """:func:`refine_alpha` with the soft-prior ramp width exposed (``0``: hard threshold), for benchmarks."""
+    image = _check_image(image)
+    prior = _check_map(prior, image.shape[:2], "prior")
+    if not isinstance(settings, MatteSettings):
+        raise ValueError(f"expected settings as MatteSettings, got {_describe(settings)}")
+    height, width = prior.shape
+    out = np.zeros((height, width), np.float32)
+    # Everything happens inside the box of the pixels the prior can turn on, grown
+    # by the reach of each step; outside it the result is 0 whatever the settings.
+    reach = 2 * settings.guided_radius + math.ceil(settings.feather) + 2
+    if settings.fast and settings.guided_radius > 0:
+        reach += 2 * settings.fast_subsample
+    lowest_on = settings.threshold - prior_ramp / 2 if prior_ramp > 0 else settings.threshold
+    box = _nonzero_box(cv2.compare(prior, lowest_on, cv2.CMP_GE), reach)
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box
+    out[y0:y1, x0:x1] = _refine_crop(
+        np.ascontiguousarray(image[y0:y1, x0:x1]), np.ascontiguousarray(prior[y0:y1, x0:x1]), settings, prior_ramp
+    )
+    return out
+
+
+def refine_alpha(image: np.ndarray, prior: np.ndarray, settings: MatteSettings) -> np.ndarray:
+    """The matte pipeline: soft prior in, clean alpha out.
+
+    Steps, each switched by ``settings``: threshold the prior; drop specks
+    (``min_island_area``) and fill pin holes (``max_hole_area``); keep the prior's
+    sub-pixel edge position by mapping values within :data:`PRIOR_RAMP` ``/ 2`` of the
+    threshold linearly onto 0..1 (the soft prior's blur itself is not kept:
+    ``bench/quality.py`` shows it costs accuracy); snap to the picture's colour
+    edges with the guided filter (``guided_radius``, ``guided_eps``; ``fast`` for
+    previews); feather; clip to ``[0, 1]``, with values an 8-bit export would store
+    as 0 or 255 snapped there. Work is confined to the box around the mask, so
+    small characters on big pictures stay cheap.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB (the guide).
+        prior: ``(H, W)`` float soft mask in ``[0, 1]`` (e.g. a segmenter's or refiner's output).
+        settings: the matte settings.
+
+    Returns:
+        ``(H, W)`` float32 alpha in ``[0, 1]``.
+    """
+    return _refine_alpha(image, prior, settings)

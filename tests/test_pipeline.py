@@ -1,0 +1,112 @@
+"""detect once, render many times: the glue between segmenters, matte and compositing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.composite import Background
+from inference.instances import Click, Instances
+from inference.matte import MatteSettings
+from inference.pipeline import (
+    add_characters_at_clicks,
+    choose_characters,
+    detect_characters,
+    image_digest,
+    render_cutout,
+    render_preview,
+)
+from inference.segmenter import DetectionSettings, ModelUnavailable, create_refiner, resolve_backend
+from tests.scenes import make_scene
+
+
+class SquareSegmenter:
+    """A stand-in segmenter: one fixed square; point prompts return a 5x5 square around the click."""
+
+    name = "square"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def segment(self, image):
+        self.calls += 1
+        mask = np.zeros(image.shape[:2], np.float32)
+        mask[10:30, 10:30] = 1.0
+        return Instances.from_full_masks([mask], [0.8], self.name)
+
+    def segment_at(self, image, click):
+        mask = np.zeros(image.shape[:2], np.float32)
+        mask[max(0, click.y - 2) : click.y + 3, max(0, click.x - 2) : click.x + 3] = 1.0
+        return Instances.from_full_masks([mask], [0.5], self.name)
+
+
+class HalvingRefiner:
+    name = "halving"
+
+    def refine(self, image, instances):
+        return instances.with_masks([m * 0.5 for m in instances.masks], refined_by=self.name)
+
+
+def test_detect_characters_runs_segmenter_then_refiner():
+    image = np.zeros((40, 50, 3), np.uint8)
+    seg = SquareSegmenter()
+    detection = detect_characters(image, segmenter=seg, refiner=HalvingRefiner())
+    assert seg.calls == 1
+    assert detection.instances.refined_by == "halving"
+    assert detection.instances.masks[0].max() == pytest.approx(0.5)
+    assert detection.seconds >= 0 and detection.choice.name == "square"
+
+
+def test_detect_characters_rejects_non_images():
+    with pytest.raises(ValueError, match="expected image as"):
+        detect_characters(np.zeros((4, 4), np.uint8), segmenter=SquareSegmenter())
+
+
+def test_point_prompt_adds_only_where_nothing_is_covered():
+    image = np.zeros((40, 50, 3), np.uint8)
+    seg = SquareSegmenter()
+    base = seg.segment(image)
+    grown = add_characters_at_clicks(image, base, [Click(20, 20), Click(40, 35), Click(45, 5, include=False)], seg)
+    assert len(grown) == 2  # the click on the square reuses it, the exclude click adds nothing
+    np.testing.assert_array_equal(grown.boxes[1], [38, 33, 43, 38])
+    assert choose_characters(grown, [Click(20, 20), Click(40, 35)]) == [0, 1]
+
+
+def test_no_clicks_chooses_everything():
+    seg = SquareSegmenter()
+    inst = seg.segment(np.zeros((40, 50, 3), np.uint8))
+    assert choose_characters(inst, []) == [0]
+
+
+def test_render_cutout_on_a_scene_and_preview():
+    scene = make_scene(2, "flat", size=(180, 320), seed=4)
+    inst = Instances.from_full_masks(list(scene.character_alphas), [0.9, 0.8], "truth")
+    matte = MatteSettings()
+    one = render_cutout(scene.image, inst, [0], matte)
+    assert one.alpha.dtype == np.float32 and one.alpha.shape == (180, 320)
+    assert one.foreground.shape == (180, 320, 3) and one.foreground.dtype == np.uint8
+    truth = scene.character_masks[0]
+    got = one.alpha >= 0.5
+    assert (got & truth).sum() / (got | truth).sum() > 0.95
+    assert not (got & scene.character_masks[1]).any()  # the other character is not in it
+    green = render_preview(scene.image, one, Background("color", color=(0, 255, 0)))
+    far_corner = green[2, 2]
+    np.testing.assert_array_equal(far_corner, (0, 255, 0))
+    with pytest.raises(ValueError, match="instance indices"):
+        render_cutout(scene.image, inst, [5], matte)
+
+
+def test_image_digest_is_stable_and_distinct():
+    assert image_digest(b"abc") == image_digest(b"abc") != image_digest(b"abd")
+
+
+def test_auto_backend_without_weights_is_classic_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUKKI_MODELS_DIR", str(tmp_path))
+    choice = resolve_backend("auto")
+    assert choice.name == "classic" and "download" in choice.reason
+    with pytest.raises(ModelUnavailable, match="weights"):
+        resolve_backend("rtmdet")
+    with pytest.raises(ModelUnavailable, match="weights"):
+        create_refiner("animeseg")
+    with pytest.raises(ValueError, match="expected backend"):
+        DetectionSettings(backend="yolo")
