@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     model.add_argument("--score-threshold", type=float, default=DetectionSettings().score_threshold)
     model.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    model.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow weight files that need full unpickling (only files you trust)",
+    )
     model.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger pictures")
     return parser
 
@@ -188,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tta=args.tta,
             score_threshold=args.score_threshold,
             device=args.device,
+            trust_checkpoints=args.trust_checkpoint,
         )
         if args.max_pixels <= 0:
             raise ValueError(f"expected --max-pixels > 0, got {args.max_pixels}")
@@ -202,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_pixels=args.max_pixels,
         )
         segmenter, choice = create_segmenter(settings)
-        refiner = create_refiner(settings.refine, device=settings.device)
+        refiner = create_refiner(settings.refine, device=settings.device, trust=settings.trust_checkpoints)
     except (ValueError, ModelUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -85,7 +85,7 @@ def detect_characters(
     else:
         choice = BackendChoice(segmenter.name, f"{segmenter.name} segmenter (given by the caller).")
     if refiner is None and settings.refine != "none":
-        refiner = create_refiner(settings.refine, device=settings.device)
+        refiner = create_refiner(settings.refine, device=settings.device, trust=settings.trust_checkpoints)
     start = time.perf_counter()
     instances = segmenter.segment(image)
     if refiner is not None and len(instances):

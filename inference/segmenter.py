@@ -69,6 +69,9 @@ class DetectionSettings:
         tta: also detect on the mirrored picture and average.
         score_threshold: instances scoring below this are dropped, in ``[0, 1]``.
         device: ``"cpu"``, ``"cuda"``, or ``None`` for CUDA when available.
+        trust_checkpoints: allow full unpickling of weight files that need it even
+            when our download command did not record their hash (only for files
+            the user trusts).
     """
 
     backend: str = "auto"
@@ -77,6 +80,7 @@ class DetectionSettings:
     tta: bool = False
     score_threshold: float = 0.3
     device: str | None = None
+    trust_checkpoints: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -157,12 +161,16 @@ def create_segmenter(settings: DetectionSettings) -> tuple[Segmenter, BackendCho
         tta=settings.tta,
         score_threshold=settings.score_threshold,
         device=settings.device,
+        trust=settings.trust_checkpoints,
     )
     return segmenter, choice
 
 
-def create_refiner(name: str, *, device: str | None = None) -> Refiner | None:
+def create_refiner(name: str, *, device: str | None = None, trust: bool = False) -> Refiner | None:
     """Build a refiner by name; ``"none"`` gives ``None``.
+
+    ``trust`` allows full unpickling of a weight file whose hash was not recorded
+    by our download command (see :func:`inference.weights.load_checkpoint`).
 
     Raises:
         ModelUnavailable: its weights are not installed (message says how to get them).
@@ -177,5 +185,5 @@ def create_refiner(name: str, *, device: str | None = None) -> Refiner | None:
     if not weights.is_installed(key):
         raise ModelUnavailable(f"The {name} refiner needs its weights: {weights.INSTALL_HINT}")
     if name == "refinenet_isnet":
-        return refine.RefineNetISNet.from_checkpoint(weights.weight_path(key), device=device)
-    return refine.AnimeSegRefiner.from_checkpoint(weights.weight_path(key), device=device)
+        return refine.RefineNetISNet.from_checkpoint(weights.weight_path(key), device=device, trust=trust)
+    return refine.AnimeSegRefiner.from_checkpoint(weights.weight_path(key), device=device, trust=trust)
