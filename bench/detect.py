@@ -176,7 +176,8 @@ def time_mmdet_postprocess(segmenter, outputs, letterbox, keep: int) -> float:
     meta = dict(img_shape=letterbox.scaled_size, ori_shape=letterbox.source_size, scale_factor=(sx, sy))
     cfg = ConfigDict(nms_pre=1000, min_bbox_size=0, score_thr=0.3, nms=dict(type="nms", iou_threshold=0.6),
                      max_per_img=keep, mask_thr_binary=0.5)
-    single = tuple(tuple(t[:1] for t in group) for group in (outputs.cls_scores, outputs.bbox_preds, outputs.kernel_preds))
+    levels = (outputs.cls_scores, outputs.bbox_preds, outputs.kernel_preds)
+    single = tuple(tuple(t[:1] for t in group) for group in levels)
     clock = time.perf_counter()
     with torch.inference_mode():
         result = head.predict_by_feat(*single, outputs.mask_feat[:1], batch_img_metas=[meta], cfg=cfg, rescale=True)[0]

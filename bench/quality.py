@@ -161,30 +161,36 @@ def evaluate(alpha: np.ndarray, case: Case) -> dict[str, float]:
 OFF = MatteSettings(min_island_area=0, max_hole_area=0, guided_radius=0, feather=0.0, decontaminate=False)
 
 
-def methods(full: bool) -> list[tuple[str, MatteSettings | None, float]]:
-    """(label, settings or None for the raw prior, prior_ramp: 0 = hard threshold)."""
+def methods(full: bool) -> list[tuple[str, MatteSettings | None, float, int | None]]:
+    """(label, settings or None for the raw prior, prior_ramp (0: hard threshold), fast subsample or None)."""
     clean = replace(OFF, min_island_area=64, max_hole_area=64)
     ramp = matte.PRIOR_RAMP
-    rows: list[tuple[str, MatteSettings | None, float]] = [
-        ("raw prior", None, 0.0),
-        ("threshold 0.5", OFF, 0.0),
-        ("+ islands/holes 64", clean, 0.0),
-        ("+ islands/holes 16", replace(clean, min_island_area=16, max_hole_area=16), 0.0),
-        ("+ soft ramp 0.05", clean, 0.05),
-        (f"+ soft ramp {ramp:g}", clean, ramp),
-        ("+ soft ramp 0.3", clean, 0.3),
-        ("+ soft ramp 1 (prior kept)", clean, 1.0),
+    rows: list[tuple[str, MatteSettings | None, float, int | None]] = [
+        ("raw prior", None, 0.0, None),
+        ("threshold 0.5", OFF, 0.0, None),
+        ("+ islands/holes 64", clean, 0.0, None),
+        ("+ islands/holes 16", replace(clean, min_island_area=16, max_hole_area=16), 0.0, None),
+        ("+ soft ramp 0.05", clean, 0.05, None),
+        (f"+ soft ramp {ramp:g}", clean, ramp, None),
+        ("+ soft ramp 0.3", clean, 0.3, None),
+        ("+ soft ramp 1 (prior kept)", clean, 1.0, None),
     ]
     radii = (1, 2, 3, 4, 6, 8, 16) if full else (1, 2, 3, 4, 8)
     for radius in radii:
         for eps in (1e-4, 3e-4, 1e-3, 1e-2):
-            rows.append((f"ramp + GF r={radius} eps={eps:g}", replace(clean, guided_radius=radius, guided_eps=eps), ramp))
+            settings = replace(clean, guided_radius=radius, guided_eps=eps)
+            rows.append((f"ramp + GF r={radius} eps={eps:g}", settings, ramp, None))
+    for radius in (2, 4, 8):
+        for subsample in (2, 4):
+            if subsample <= radius:
+                settings = replace(clean, guided_radius=radius, guided_eps=1e-4, fast=True)
+                rows.append((f"ramp + fast GF r={radius} eps=0.0001 s={subsample}", settings, ramp, subsample))
     defaults = MatteSettings(decontaminate=False)
-    rows.append(("defaults, hard threshold", defaults, 0.0))
-    rows.append(("defaults + feather 1", replace(defaults, feather=1.0), ramp))
-    rows.append(("defaults + feather 2", replace(defaults, feather=2.0), ramp))
-    rows.append(("DEFAULTS", defaults, ramp))
-    rows.append(("DEFAULTS fast=True", replace(defaults, fast=True), ramp))
+    rows.append(("defaults, hard threshold", defaults, 0.0, None))
+    rows.append(("defaults + feather 1", replace(defaults, feather=1.0), ramp, None))
+    rows.append(("defaults + feather 2", replace(defaults, feather=2.0), ramp, None))
+    rows.append(("DEFAULTS", defaults, ramp, None))
+    rows.append((f"DEFAULTS fast=True (s={defaults.fast_subsample})", replace(defaults, fast=True), ramp, None))
     return rows
 
 
@@ -234,7 +240,7 @@ def main() -> None:
     metric_names = ["SAD", "MSE", "Grad", "Conn", "IoU"]
     rows_spec = methods(args.full)
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for label, settings, ramp in rows_spec:
+    for label, settings, ramp, subsample in rows_spec:
         for prior_name in ("coarse", "refine"):
             per_case = []
             for case in cases:
@@ -242,14 +248,16 @@ def main() -> None:
                 if settings is None:
                     alpha = prior
                 else:
-                    alpha = matte._refine_alpha(case.scene.image, prior, settings, prior_ramp=ramp)
+                    alpha = matte._refine_alpha(
+                        case.scene.image, prior, settings, prior_ramp=ramp, fast_subsample=subsample
+                    )
                 per_case.append(evaluate(alpha, case))
             results[(label, prior_name)] = per_case
 
     for prior_name in ("coarse", "refine"):
         raw_sad = sum(r["SAD"] for r in results[("raw prior", prior_name)])
         table = []
-        for label, _, _ in rows_spec:
+        for label, *_ in rows_spec:
             per_case = results[(label, prior_name)]
             total = {m: sum(r[m] for r in per_case) for m in metric_names}
             total["IoU"] /= len(per_case)
@@ -284,6 +292,7 @@ def main() -> None:
     # Colour decontamination: composite over a new background with the true alpha.
     new_background = np.zeros_like(cases[0].scene.image)
     new_background[:] = (20, 200, 60)
+    radii = [(90, 6), (30, 3), (16, 2), (16, 2, 1), (32, 8, 2), matte.FOREGROUND_RADII]
     deco_rows = []
     for case in cases:
         scene = case.scene
@@ -291,14 +300,17 @@ def main() -> None:
         truth = scene.foreground.astype(np.float32) * a + new_background * (1 - a)
         band = (scene.alpha > 0) & (scene.alpha < 1)
         row = [case.name]
-        for foreground in (scene.image, estimate_foreground(scene.image, scene.alpha),
-                           estimate_foreground(scene.image, scene.alpha, coarse_radius=30, fine_radius=3)):
+        foregrounds = [scene.image] + [
+            estimate_foreground(scene.image, scene.alpha, radii=r) for r in radii
+        ]
+        for foreground in foregrounds:
             comp = foreground.astype(np.float32) * a + new_background * (1 - a)
             row.append(f"{np.abs(comp - truth)[band].mean():.2f}")
         deco_rows.append(row)
     print_table(
-        "Halo: mean |composite - true composite| over 0<alpha<1 pixels (0-255 units), true alpha, new green background",
-        ["scene", "raw image", "estimate_foreground (90, 6)", "estimate_foreground (30, 3)"],
+        "Halo: mean |composite - true composite| over 0<alpha<1 pixels (0-255 units), true alpha, "
+        f"new green background; estimate_foreground(radii=...), default {matte.FOREGROUND_RADII}",
+        ["scene", "raw image"] + [str(r) for r in radii],
         deco_rows,
     )
     print(f"\ntotal {time.perf_counter() - start:.0f} s")

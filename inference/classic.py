@@ -54,6 +54,9 @@ _CHI3_MEDIAN = 1.538
 
 Box = tuple[int, int, int, int]
 
+# Line art is looked for at no more than this long side (see _outline_regions).
+_OUTLINE_LONG_SIDE = 1920
+
 
 @dataclass(frozen=True)
 class ClassicOptions:
@@ -286,45 +289,61 @@ def _fill_holes(
     """Fill holes (parts of ``~mask`` not touching the array's edge) of an ``(H, W)`` bool mask.
 
     A hole is filled when it has fewer than ``max_small_px`` pixels, or when its
-    mean ``distance`` to the background model exceeds ``hole_contrast`` (it is
-    not background showing through, e.g. skin a shade off the background colour).
-    Large holes of the background's own colour (between an arm and the body)
-    stay open.
+    colour is not the background's: the mean ``distance`` to the background
+    model of its core (the hole less 2 px along its rim, where ringing and
+    anti-aliasing live) exceeds ``hole_contrast`` (e.g. skin a shade off the
+    background colour). Large holes of the background's own colour (between an
+    arm and the body, between two hair strands) stay open.
     """
     labels, stats = _enclosed_parts(mask)
     area, enclosed = stats[:, 0], stats[:, 1].astype(bool)
     fill = enclosed & (area < max_small_px)
     if distance is not None and np.isfinite(hole_contrast):
-        mean = np.bincount(labels.ravel(), weights=distance.ravel(), minlength=len(area)) / np.maximum(area, 1)
-        fill |= enclosed & (mean > hole_contrast)
+        core = ~cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        core_labels = labels[core]
+        core_area = np.bincount(core_labels, minlength=len(area))
+        core_sum = np.bincount(core_labels, weights=distance[core], minlength=len(area))
+        mean = core_sum / np.maximum(core_area, 1)
+        fill |= enclosed & (core_area > 0) & (mean > hole_contrast)
     fill[0] = False  # label 0 is the mask itself
     return mask | fill[labels] if fill.any() else mask
 
 
-def _outline_regions(image: np.ndarray, *, max_gray: int, min_contrast: int, min_area: float) -> np.ndarray:
-    """Regions enclosed by dark line art, with the line art around them.
+def _outline_regions(
+    image: np.ndarray, work_size: tuple[int, int], *, max_gray: int, min_contrast: int, min_area: float
+) -> np.ndarray:
+    """Regions enclosed by dark line art, with the line art around them, at work resolution.
 
     Anime characters are drawn with closed dark outlines; painted backgrounds
     mostly are not. A pixel is line art when darker than ``max_gray`` or at least
-    ``min_contrast`` darker than its surroundings (black-hat); gaps up to ~5 px
-    (where a hair strand crosses an outline) are closed.
+    ``min_contrast`` darker than its surroundings (9x9 black-hat). Line art is
+    found at full resolution, or at a long side of 1920 px for larger pictures (a
+    3 px outline fades to nothing when averaged down to the work resolution), and
+    a work pixel is line art when any of its pixels there is; gaps up to ~5 work
+    pixels (where a hair strand crosses an outline) are then closed.
 
     Args:
-        image: ``(H, W, 3)`` uint8 RGB.
-        min_area: smallest enclosed region kept, in pixels; regions over a third of
-            the picture are taken to be background framed by lines.
+        image: ``(H, W, 3)`` uint8 RGB, full resolution.
+        work_size: ``(h, w)`` of the result.
+        min_area: smallest enclosed region kept, in work pixels; regions over a
+            third of the picture are taken to be background framed by lines.
 
     Returns:
-        ``(H, W)`` bool.
+        ``(h, w)`` bool.
     """
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    ellipse = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
-    blackhat = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, ellipse)
-    line = ((gray < max_gray) | (blackhat > min_contrast)).astype(np.uint8)
-    line = cv2.morphologyEx(line, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8)).astype(bool)
+    if max(gray.shape) > _OUTLINE_LONG_SIDE:  # larger pictures draw thicker lines; bound the cost
+        scale = _OUTLINE_LONG_SIDE / max(gray.shape)
+        reduced = (max(1, round(gray.shape[0] * scale)), max(1, round(gray.shape[1] * scale)))
+        gray = _resize(gray, reduced, cv2.INTER_AREA)
+    blackhat = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+    line = ((gray < max_gray) | (blackhat > min_contrast)).astype(np.uint8) * 255
+    if line.shape != work_size:
+        line = _resize(line, work_size, cv2.INTER_AREA)
+    line = cv2.morphologyEx((line > 0).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8)).astype(bool)
     labels, stats = _enclosed_parts(line)
     area, enclosed = stats[:, 0], stats[:, 1].astype(bool)
-    keep = enclosed & (area >= min_area) & (area <= image.shape[0] * image.shape[1] / 3)
+    keep = enclosed & (area >= min_area) & (area <= line.shape[0] * line.shape[1] / 3)
     keep[0] = False  # label 0 is the line art itself
     regions = keep[labels]
     near = cv2.dilate(regions.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
@@ -336,40 +355,75 @@ def _resize(array: np.ndarray, size_hw: tuple[int, int], interpolation: int) -> 
     return cv2.resize(array, (size_hw[1], size_hw[0]), interpolation=interpolation)
 
 
-def _soft_edges(crop: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Soft mask: 1 inside ``mask``, fractional on its edge, 0 outside.
+def _mix_fractions(diff: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int) -> np.ndarray:
+    """Foreground fraction of pixels ``(ys, xs)`` that mix a foreground colour with the background.
 
-    An edge pixel mixes foreground ``F`` and background ``B``: ``I = a F + (1 - a) B``.
-    ``F - B`` is estimated by the neighbour (5x5) reaching farthest from the
-    background along the pixel's own colour direction, so
-    ``a = |I - B| / max_n <I_n - B, (I - B) / |I - B|>``.
+    A mixed pixel is ``I = a F + (1 - a) B``. ``F - B`` is estimated by the
+    neighbour (within ``radius``) reaching farthest from the background along the
+    pixel's own colour direction, so ``a = |I - B| / max_n <I_n - B, (I - B) / |I - B|>``.
+
+    Args:
+        diff: ``(h, w, 3)`` float32 picture minus background model.
+        ys, xs: ``(N,)`` pixel coordinates.
+
+    Returns:
+        ``(N,)`` float32 in ``[0, 1]``.
+    """
+    height, width = diff.shape[:2]
+    own = diff[ys, xs]
+    length = np.maximum(np.linalg.norm(own, axis=1), 1e-3)
+    direction = own / length[:, None]
+    reach = length.copy()
+    for dy in range(-radius, radius + 1):
+        ny = np.clip(ys + dy, 0, height - 1)
+        for dx in range(-radius, radius + 1):
+            if dy or dx:
+                nx = np.clip(xs + dx, 0, width - 1)
+                np.maximum(reach, np.einsum("nc,nc->n", diff[ny, nx], direction), out=reach)
+    return np.clip(length / reach, 0.0, 1.0).astype(np.float32)
+
+
+def _soft_edges(
+    crop: np.ndarray, background: np.ndarray, mask: np.ndarray, *, min_contrast: float, max_peel: int = 8
+) -> np.ndarray:
+    """Soft mask from a hard cut: 1 inside, fractional on the outer edge, 0 outside.
+
+    The cut's edge pixels get their foreground fraction (:func:`_mix_fractions`);
+    those under one half are peeled off and the new edge is measured again, until
+    the edge holds (at most ``max_peel`` rounds). Peeling strips halos a plain
+    threshold lets in (JPEG ringing and colour bleed around thin strands) and
+    stops at fully covered pixels; peeled pixels keep their small fraction.
+    Only the outer edge is measured: a pale interior next to dark line art is
+    not a mixed pixel. Edge pixels within ``min_contrast`` of the background are
+    peeled too (at most just under one half): isolated ringing specks have no
+    strong neighbour to measure them against.
 
     Args:
         crop: ``(h, w, 3)`` uint8 RGB.
         background: ``(h, w, 3)`` float32 background model colour.
         mask: ``(h, w)`` bool.
+        min_contrast: RGB distance to the background below which an edge pixel is peeled.
 
     Returns:
         ``(h, w)`` float32 in ``[0, 1]``.
     """
     soft = mask.astype(np.float32)
-    interior = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    ys, xs = np.nonzero(mask & ~interior.astype(bool))
-    if len(ys) == 0:
-        return soft
     diff = crop.astype(np.float32) - background
-    own = diff[ys, xs]
-    length = np.maximum(np.linalg.norm(own, axis=1), 1e-3)
-    direction = own / length[:, None]
-    height, width = mask.shape
-    reach = length.copy()
-    for dy in range(-2, 3):
-        ny = np.clip(ys + dy, 0, height - 1)
-        for dx in range(-2, 3):
-            if dy or dx:
-                nx = np.clip(xs + dx, 0, width - 1)
-                np.maximum(reach, np.einsum("nc,nc->n", diff[ny, nx], direction), out=reach)
-    soft[ys, xs] = np.clip(length / reach, 0.0, 1.0)
+    current = mask.astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    for _ in range(max_peel):
+        interior = cv2.erode(current, kernel, borderType=cv2.BORDER_REPLICATE)
+        ys, xs = np.nonzero(current > interior)
+        if len(ys) == 0:
+            break
+        fractions = _mix_fractions(diff, ys, xs, radius=3)
+        faint = np.linalg.norm(diff[ys, xs], axis=1) <= min_contrast
+        fractions[faint] = np.minimum(fractions[faint], np.float32(COVER_THRESHOLD * 0.98))
+        soft[ys, xs] = fractions
+        peel = fractions < COVER_THRESHOLD
+        if not peel.any():
+            break
+        current[ys[peel], xs[peel]] = 0
     return soft
 
 
@@ -452,7 +506,11 @@ class ClassicSegmenter:
     name = "classic"
 
     def __init__(self, *, options: ClassicOptions | None = None) -> None:
-        """Args: options: tuning; ``None`` for :class:`ClassicOptions` defaults."""
+        """Make a segmenter.
+
+        Args:
+            options: tuning; ``None`` for the :class:`ClassicOptions` defaults.
+        """
         self.options = options if options is not None else ClassicOptions()
 
     # ------------------------------------------------------------------ public API
@@ -464,10 +522,12 @@ class ClassicSegmenter:
 
         Returns:
             Instances (backend ``"classic"``): one per connected character, soft
-            float32 masks in ``[0, 1]`` cropped to their boxes, scores in ``[0, 1]``
-            (see :meth:`_score`). None for a picture of one colour, or one with a
-            side shorter than :data:`MIN_SIDE_PX`. On busy backgrounds ``notes``
-            holds :data:`BUSY_BACKGROUND_NOTE`.
+            float32 masks in ``[0, 1]`` cropped to their boxes, scores in ``[0, 1]``:
+            contrast with the background (about 0.75-0.9 for line art on a flat
+            colour or gradient) x size (lower for parts under 20 speck areas),
+            halved on busy backgrounds. None for a picture of one colour, or one
+            with a side shorter than :data:`MIN_SIDE_PX`. On busy backgrounds
+            ``notes`` holds :data:`BUSY_BACKGROUND_NOTE`.
 
         Raises:
             ValueError: ``image`` is not ``(H, W, 3)`` uint8.
@@ -477,7 +537,7 @@ class ClassicSegmenter:
         if min(size) < MIN_SIDE_PX:
             return Instances.empty(size, self.name)
         analysis = self._analyse(image)
-        count, labels, stats = _components(analysis.cut)
+        count, labels, stats = self._parts(analysis)
         min_area = self._min_work_area(analysis)
         boxes, masks, scores = [], [], []
         for label in range(1, count):
@@ -527,7 +587,8 @@ class ClassicSegmenter:
         analysis = self._analyse(image)
         found = self._part_at(image, analysis, click)
         if found is None:
-            found = self._grabcut_at(image, analysis, click) if analysis.busy else self._grow_from(image, analysis, click)
+            grow = self._grabcut_at if analysis.busy else self._grow_from
+            found = grow(image, analysis, click)
         if found is None:
             return Instances.empty(size, self.name).with_notes(*analysis.notes)
         (x0, y0, x1, y1), soft, score = found
@@ -559,9 +620,12 @@ class ClassicSegmenter:
         full_high = max(opts.min_contrast, opts.noise_multiplier * full_noise)
         min_area = self._min_work_area_for(small_size, (height, width))
         if busy:
-            seeds = (distance > high) | _outline_regions(
-                small, max_gray=opts.outline_max_gray, min_contrast=opts.outline_min_contrast, min_area=min_area
+            seeds = _outline_regions(
+                image, small_size, max_gray=opts.outline_max_gray, min_contrast=opts.outline_min_contrast,
+                min_area=min_area,
             )
+            if model.noise <= 3.0 * opts.busy_noise:  # textured but one colour: colour difference still tells
+                seeds |= distance > high
             cut = self._grabcut_picture(small, seeds, band & (distance <= high))
             cut = _fill_holes(cut, max_small_px=opts.small_hole_fraction * float(cut.sum()))
         else:
@@ -571,7 +635,7 @@ class ClassicSegmenter:
                 cut,
                 max_small_px=opts.small_hole_fraction * float(cut.sum()),
                 distance=distance,
-                hole_contrast=max(3.0, opts.noise_multiplier * model.noise),
+                hole_contrast=max(6.0, opts.noise_multiplier * model.noise),
             )
         return _Analysis(
             image_size=(height, width),
@@ -581,7 +645,7 @@ class ClassicSegmenter:
             high=high,
             full_low=full_high / 2.0,
             full_high=full_high,
-            full_hole_contrast=max(3.0, opts.noise_multiplier * full_noise),
+            full_hole_contrast=max(6.0, opts.noise_multiplier * full_noise),
             distance=distance,
             seeds=seeds,
             cut=cut,
@@ -597,6 +661,24 @@ class ClassicSegmenter:
             return seeds.copy()
         cut = cv2.morphologyEx(cut.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
         return _parts_touching(cut, seeds)
+
+    @staticmethod
+    def _parts(analysis: _Analysis) -> tuple[int, np.ndarray, np.ndarray]:
+        """Label the coarse cut into character parts: ``(count incl. 0, (h, w) int32 labels, (count, 5) stats)``.
+
+        On clean backgrounds a part is an 8-connected piece of the cut. On busy ones
+        GrabCut tends to sever thin joints (neck, strands), so pieces less than
+        3 work pixels apart form one part. ``stats`` rows are ``x, y, w, h`` of the
+        part grown by one work pixel and the ``area`` of its own pixels.
+        """
+        if not analysis.busy:
+            return _components(analysis.cut)
+        grown = cv2.dilate(analysis.cut.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=1).astype(bool)
+        count, labels, stats = _components(grown)
+        labels = np.where(analysis.cut, labels, 0).astype(np.int32)
+        stats = stats.copy()
+        stats[:, cv2.CC_STAT_AREA] = np.bincount(labels.ravel(), minlength=count)[:count]
+        return count, labels, stats
 
     def _min_work_area_for(self, small_size: tuple[int, int], image_size: tuple[int, int]) -> float:
         """Speck limit in work pixels for a picture of ``image_size`` worked on at ``small_size``."""
@@ -654,7 +736,7 @@ class ClassicSegmenter:
             ``(box xyxy, soft mask cropped to box)``, or ``None`` if nothing is left.
         """
         fx, fy = analysis.factor
-        box = self._full_box(analysis, stat, margin_work=3)
+        box = self._full_box(analysis, stat, margin_work=4)
         x0, y0, x1, y1 = box
         if analysis.busy:
             part = (labels[stat[1] : stat[1] + stat[3], stat[0] : stat[0] + stat[2]] == label).astype(np.float32)
@@ -680,7 +762,8 @@ class ClassicSegmenter:
         mask = self._colour_cut(crop, analysis, box, region, own)
         if mask is None:
             return None
-        return _tighten(box, _soft_edges(crop, analysis.model.predict(analysis.image_size, box), mask))
+        background = analysis.model.predict(analysis.image_size, box)
+        return _tighten(box, _soft_edges(crop, background, mask, min_contrast=analysis.full_high))
 
     def _colour_cut(
         self, crop: np.ndarray, analysis: _Analysis, box: Box, region: np.ndarray, seeds: np.ndarray
@@ -717,7 +800,7 @@ class ClassicSegmenter:
     ) -> tuple[Box, np.ndarray, float] | None:
         """The coarse-cut part under the click, or under a work pixel next to it, cut at full resolution."""
         fx, fy = analysis.factor
-        count, labels, stats = _components(analysis.cut)
+        count, labels, stats = self._parts(analysis)
         sx = min(int(click.x / fx), labels.shape[1] - 1)
         sy = min(int(click.y / fy), labels.shape[0] - 1)
         label = int(labels[sy, sx])
@@ -746,7 +829,12 @@ class ClassicSegmenter:
             return None
         half = 32
         while True:
-            box = (max(0, click.x - half), max(0, click.y - half), min(width, click.x + half + 1), min(height, click.y + half + 1))
+            box = (
+                max(0, click.x - half),
+                max(0, click.y - half),
+                min(width, click.x + half + 1),
+                min(height, click.y + half + 1),
+            )
             x0, y0, x1, y1 = box
             crop = image[y0:y1, x0:x1]
             seeds = np.zeros((y1 - y0, x1 - x0), bool)
@@ -763,7 +851,8 @@ class ClassicSegmenter:
             if not inner_edges or box == (0, 0, width, height):
                 break
             half *= 2
-        tight = _tighten(box, _soft_edges(crop, analysis.model.predict(analysis.image_size, box), mask))
+        background = analysis.model.predict(analysis.image_size, box)
+        tight = _tighten(box, _soft_edges(crop, background, mask, min_contrast=analysis.full_high))
         if tight is None:
             return None
         distance = analysis.model.distance(crop, analysis.image_size, box)[mask]
@@ -775,8 +864,9 @@ class ClassicSegmenter:
     def _grabcut_at(self, image: np.ndarray, analysis: _Analysis, click: Click) -> tuple[Box, np.ndarray, float] | None:
         """Busy background: GrabCut in a square window around the click, a disc at the click marked foreground.
 
-        Nothing when GrabCut keeps (nearly) the whole window: then nothing stands
-        out from its surroundings there.
+        Nothing when GrabCut keeps (nearly) the whole window (nothing stands out
+        from its surroundings there) or no more than a speck around the click.
+        Score: half for the click itself plus half the :meth:`_score` of the part.
         """
         fx, fy = analysis.factor
         small = analysis.small
@@ -799,8 +889,9 @@ class ClassicSegmenter:
             return None
         count, labels, stats = _components(cut)
         label = int(labels[sy - gy0, sx - gx0])
-        if label == 0 or stats[label, cv2.CC_STAT_AREA] > 0.9 * (x1 - x0) * (y1 - y0):
-            return None
+        area = stats[label, cv2.CC_STAT_AREA]
+        if label == 0 or area < self._min_work_area(analysis) or area > 0.9 * (x1 - x0) * (y1 - y0):
+            return None  # GrabCut kept only the marked disc, or the whole window
         part = np.zeros((sh, sw), bool)
         part[gy0:gy1, gx0:gx1] = labels == label
         part = _fill_holes(part, max_small_px=self.options.small_hole_fraction * float(part.sum()))
@@ -808,4 +899,5 @@ class ClassicSegmenter:
         cut_part = self._cut_part(image, analysis, labels, 1, stats[1])
         if cut_part is None:
             return None
-        return cut_part[0], cut_part[1], self._score(analysis, part)
+        # The click itself is evidence: half the score, the other half as for segment().
+        return cut_part[0], cut_part[1], 0.5 * (0.5 + self._score(analysis, part))

@@ -326,31 +326,18 @@ def fast_guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: flo
 
 
 # ---------------------------------------------------------------------------- islands and holes
-def _clear_components(mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, chosen: np.ndarray, value: bool) -> None:
-    """Set every pixel of the chosen component labels to ``value``, in place.
-
-    A few components are rewritten inside their own boxes; many go through one lookup table.
-    """
-    if chosen.size <= 64:
-        for label in chosen:
-            x, y, w, h = stats[label, :4]
-            window = mask[y : y + h, x : x + w]
-            window[labels[y : y + h, x : x + w] == label] = value
-        return
-    table = np.zeros(len(stats), np.bool_)
-    table[chosen] = True
-    mask[table[labels]] = value
-
-
 def _remove_small_regions_inplace(mask: np.ndarray, min_area: int) -> bool:
     """:func:`remove_small_regions` on a contiguous mask, in place; True when anything changed."""
     if min_area <= 1:
         return False
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-    small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_area) + 1
-    if small.size == 0:
+    # Labels without stats plus a bincount is several times faster than OpenCV's stats pass.
+    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    areas = np.bincount(labels.ravel(), minlength=count)
+    small = areas < min_area
+    small[0] = False  # label 0 is the background
+    if not small.any():
         return False
-    _clear_components(mask, labels, stats, small, False)
+    mask[small[labels]] = False
     return True
 
 
@@ -359,14 +346,15 @@ def _fill_small_holes_inplace(mask: np.ndarray, max_area: int) -> bool:
     if max_area <= 1:
         return False
     background = np.logical_not(mask)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(background.view(np.uint8), connectivity=4)
-    height, width = mask.shape
-    x, y, w, h, areas = (stats[:, i] for i in range(5))
-    inside = (x > 0) & (y > 0) & (x + w < width) & (y + h < height)
-    small = np.flatnonzero(inside[1:] & (areas[1:] < max_area)) + 1
-    if small.size == 0:
+    count, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    areas = np.bincount(labels.ravel(), minlength=count)
+    small = areas < max_area
+    small[0] = False  # label 0 is the foreground
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        small[edge] = False  # background touching the border is never a hole
+    if not small.any():
         return False
-    _clear_components(mask, labels, stats, small, True)
+    mask[small[labels]] = True
     return True
 
 
@@ -448,40 +436,13 @@ def _nonzero_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | N
     return max(0, x - margin), max(0, y - margin), min(width, x + w + margin), min(height, y + h + margin)
 
 
-def _sample_bilinear(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Values of an ``(h, w, C)`` float32 grid at float pixel positions: ``(N, C)``."""
-    map_x = xs.astype(np.float32).reshape(1, -1)
-    map_y = ys.astype(np.float32).reshape(1, -1)
-    sampled = cv2.remap(grid, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return sampled.reshape(xs.size, -1)
-
-
-def _blur_fusion_update(
-    I: np.ndarray, alpha: np.ndarray, mean_F: np.ndarray, mean_B: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split the compositing residual between F and B by alpha (Forte & Pitié, eq. 5).
-
-    All ``(N, 3)`` float32 but ``alpha`` ``(N, 1)``. Returns the new ``(F, B)``.
-    """
-    one_minus_alpha = 1.0 - alpha
-    residual = I - alpha * mean_F - one_minus_alpha * mean_B
-    return mean_F + alpha * residual, mean_B + one_minus_alpha * residual
-
-
-def _weighted_local_means(weighted: np.ndarray, unweighted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Alpha-weighted local means of F and (1 - alpha)-weighted ones of B from box means.
-
-    ``weighted`` ``(..., 4)``: box means of ``alpha F`` (3 channels) and of ``alpha``;
-    ``unweighted`` ``(..., 3)``: box mean of ``(1 - alpha) B``. Returns ``(mean_F, mean_B)``.
-    """
-    total_alpha = weighted[..., 3:4]
-    mean_F = weighted[..., :3] / np.maximum(total_alpha, np.float32(1e-6))
-    mean_B = unweighted / np.maximum(np.float32(1.0) - total_alpha, np.float32(1e-6))
-    return mean_F, mean_B
+#: Box radii of the blur-fusion steps of :func:`estimate_foreground`, wide to narrow.
+#: Chosen by ``bench/quality.py``.
+FOREGROUND_RADII = (32, 8, 2, 1)
 
 
 def estimate_foreground(
-    image: np.ndarray, alpha: np.ndarray, *, coarse_radius: int = 16, fine_radius: int = 2
+    image: np.ndarray, alpha: np.ndarray, *, radii: tuple[int, ...] = FOREGROUND_RADII
 ) -> np.ndarray:
     """Clean edge colours: re-estimate the foreground colour where ``0 < alpha < 1``.
 
@@ -491,77 +452,132 @@ def estimate_foreground(
     foreground ``F`` and background ``B`` with ``I = alpha F + (1 - alpha) B``:
     each step takes alpha-weighted local means of ``F`` (and ``1 - alpha``-weighted
     ones of ``B``) over a box and hands each its share of the compositing
-    residual. A wide step (``coarse_radius``, computed on a coarser grid) is
-    followed by a narrow one (``fine_radius``) at full resolution. Only the edge
-    band changes: pixels with alpha 1 (and 0) keep the picture's colour. The
-    default radii suit cel-shaded art, whose colours change within a few pixels
-    (measured in ``bench/quality.py``; the paper's 90/6 suit photos).
+    residual. Steps run from wide to narrow boxes, coarse to fine like the
+    multi-level method of Germer et al.: the wide ones reach across broad soft
+    edges, the narrow ones pick up the local colours of cel-shaded art
+    (``bench/quality.py`` compares choices). Boxes of radius 8 and more are
+    computed on a grid ``radius // 4`` times coarser. Only the edge band changes:
+    pixels with alpha 1 (and 0) keep the picture's colour.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
         alpha: ``(H, W)`` float in ``[0, 1]``.
-        coarse_radius: box radius in pixels of the wide step, >= 1.
-        fine_radius: box radius in pixels of the narrow step, >= 1.
+        radii: box radius in pixels of each step (each >= 1), applied in order.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB foreground colour (a new array).
     """
     image = _check_image(image)
     alpha = _check_map(alpha, image.shape[:2], "alpha")
-    coarse_radius = _check_count(coarse_radius, "coarse_radius", minimum=1)
-    fine_radius = _check_count(fine_radius, "fine_radius", minimum=1)
+    if not isinstance(radii, (tuple, list)) or not radii:
+        raise ValueError(f"expected radii as a non-empty tuple of ints >= 1, got {radii!r}")
+    radii = tuple(_check_count(r, "each radius", minimum=1) for r in radii)
     out = image.copy()
-    band = cv2.compare(alpha, 0.0, cv2.CMP_GT)
-    band &= cv2.compare(alpha, 1.0, cv2.CMP_LT)
-    box = _nonzero_box(band, coarse_radius + fine_radius)
+    # 0 < alpha < 1 in one pass: inRange bounds are inclusive.
+    band = cv2.inRange(alpha, float(np.nextafter(np.float32(0), np.float32(1))), float(np.nextafter(np.float32(1), np.float32(0))))
+    box = _nonzero_box(band, max(radii) + 1)
     if box is None:
         return out
     x0, y0, x1, y1 = box
-    crop_alpha = np.ascontiguousarray(alpha[y0:y1, x0:x1])
-    crop_image = np.ascontiguousarray(image[y0:y1, x0:x1])
+    crop_alpha = alpha[y0:y1, x0:x1]
+    crop_image = image[y0:y1, x0:x1]
     height, width = crop_alpha.shape
-    ys, xs = np.nonzero(band[y0:y1, x0:x1])
-    band_alpha = crop_alpha[ys, xs][:, None]
+    ys, xs = np.divmod(np.flatnonzero(band[y0:y1, x0:x1]), width)
+    flat = ys * width + xs  # band positions in the contiguous full-size planes below
+    band_alpha = crop_alpha[ys, xs]
+    band_one_minus_alpha = np.float32(1.0) - band_alpha
     band_I = crop_image[ys, xs].astype(np.float32)
+    scratch = np.empty((height, width), np.float32)
 
-    # weighted = [alpha I, alpha] per pixel; outside the band it is already alpha F
-    # (F = I where alpha = 1, and alpha = 0 elsewhere), so only band pixels change later.
-    weighted = np.empty((height, width, 4), np.float32)
-    np.multiply(crop_image, crop_alpha[:, :, None], out=weighted[:, :, :3])
-    weighted[:, :, 3] = crop_alpha
-
-    # Wide step on a grid `step` times coarser (box means are smooth at this radius).
-    step = max(1, min(8, coarse_radius // 4))
-    small = (max(1, round(width / step)), max(1, round(height / step)))
-    radius_small = max(1, round(coarse_radius / step))
-    weighted_small = cv2.resize(weighted, small, interpolation=cv2.INTER_AREA)
-    image_small = cv2.resize(crop_image, small, interpolation=cv2.INTER_AREA).astype(np.float32)
-    size = 2 * radius_small + 1
-    weighted_small = cv2.boxFilter(weighted_small, cv2.CV_32F, (size, size), borderType=_BORDER)
-    background_small = cv2.boxFilter(image_small, cv2.CV_32F, (size, size), borderType=_BORDER)
-    background_small -= weighted_small[:, :, :3]  # box mean of (1 - alpha) I
-    mean_F_small, mean_B_small = _weighted_local_means(weighted_small, background_small)
-    scale_x, scale_y = small[0] / width, small[1] / height
-    sample_x = (xs + 0.5) * scale_x - 0.5
-    sample_y = (ys + 0.5) * scale_y - 0.5
-    mean_F = _sample_bilinear(np.ascontiguousarray(mean_F_small), sample_x, sample_y)
-    mean_B = _sample_bilinear(np.ascontiguousarray(mean_B_small), sample_x, sample_y)
-    F, B = _blur_fusion_update(band_I, band_alpha, mean_F, mean_B)
-
-    # Narrow step at full resolution: put alpha F and (1 - alpha) B of the band in place.
-    unweighted = np.subtract(crop_image, weighted[:, :, :3], dtype=np.float32)  # (1 - alpha) I
-    weighted[ys, xs, :3] = band_alpha * F
-    unweighted[ys, xs] = (1.0 - band_alpha) * B
-    size = 2 * fine_radius + 1
-    cv2.boxFilter(weighted, cv2.CV_32F, (size, size), dst=weighted, borderType=_BORDER)
-    cv2.boxFilter(unweighted, cv2.CV_32F, (size, size), dst=unweighted, borderType=_BORDER)
-    mean_F, mean_B = _weighted_local_means(weighted[ys, xs], unweighted[ys, xs])
-    F, _ = _blur_fusion_update(band_I, band_alpha, mean_F, mean_B)
+    # Off the band alpha is 0 or 1, so there alpha F = alpha I and (1 - alpha) B =
+    # (1 - alpha) I whatever the estimates: each step only corrects band pixels of the
+    # fixed planes alpha I and (1 - alpha) I. Coarse steps add those corrections to the
+    # area-averaged grid cells directly; fine steps write them into the plane and back.
+    steps = [_FusionStep.plan(r, height, width, xs, ys) for r in radii]
+    alpha_I = np.empty((height, width), np.float32)
+    complement_I = np.empty((height, width), np.float32)
+    np.copyto(alpha_I, crop_alpha)
+    for step in steps:
+        step.weight = step.box_mean_at_band(alpha_I, flat, scratch, None)
+    F = np.empty((flat.size, 3), np.float32)
+    for c in range(3):  # the channels are independent; alpha is shared
+        np.copyto(complement_I, crop_image[:, :, c])
+        np.multiply(complement_I, crop_alpha, out=alpha_I)
+        complement_I -= alpha_I
+        I_c = band_I[:, c]
+        F_c, B_c = I_c, I_c  # start from F = B = I
+        for step in steps:
+            correction_F = band_alpha * (F_c - I_c)
+            correction_B = band_one_minus_alpha * (B_c - I_c)
+            mean_F = step.box_mean_at_band(alpha_I, flat, scratch, correction_F)
+            mean_F /= np.maximum(step.weight, np.float32(1e-6))
+            mean_B = step.box_mean_at_band(complement_I, flat, scratch, correction_B)
+            mean_B /= np.maximum(np.float32(1.0) - step.weight, np.float32(1e-6))
+            # residual = I - alpha F - (1 - alpha) B; F gets the alpha share, B the rest.
+            residual = I_c - band_alpha * mean_F - band_one_minus_alpha * mean_B
+            F_c = mean_F + band_alpha * residual
+            B_c = mean_B + band_one_minus_alpha * residual
+        F[:, c] = F_c
 
     np.clip(F, 0.0, 255.0, out=F)
     F += np.float32(0.5)
     out[y0 + ys, x0 + xs] = F.astype(np.uint8)
     return out
+
+
+class _FusionStep:
+    """One blur-fusion box: its radius, and where the band pixels sit on its grid."""
+
+    def __init__(self, radius: int, step: int, grid: tuple[int, int], cells: np.ndarray | None,
+                 sample_x: np.ndarray | None, sample_y: np.ndarray | None) -> None:
+        self.radius = radius
+        self.step = step
+        self.grid = grid
+        self.cells = cells
+        self.sample_x = sample_x
+        self.sample_y = sample_y
+        self.weight = np.empty(0, np.float32)
+
+    @classmethod
+    def plan(cls, radius: int, height: int, width: int, xs: np.ndarray, ys: np.ndarray) -> _FusionStep:
+        step = max(1, min(8, radius // 4, height, width))
+        if step == 1:
+            return cls(radius, 1, (width, height), None, None, None)
+        # The grid covers the largest multiple of `step` (OpenCV's fast exact area
+        # resize); band pixels past it add to no cell and read the grid's last samples.
+        grid = (width // step, height // step)
+        inside = (xs < grid[0] * step) & (ys < grid[1] * step)
+        cells = np.where(inside, (ys // step) * grid[0] + xs // step, grid[0] * grid[1])
+        sample_x = ((xs + 0.5) / step - 0.5).astype(np.float32).reshape(1, -1)
+        sample_y = ((ys + 0.5) / step - 0.5).astype(np.float32).reshape(1, -1)
+        return cls(radius, step, grid, cells, sample_x, sample_y)
+
+    def box_mean_at_band(
+        self, plane: np.ndarray, flat: np.ndarray, scratch: np.ndarray, correction: np.ndarray | None
+    ) -> np.ndarray:
+        """Box mean of ``plane`` (plus ``correction`` added at the band pixels) at the band pixels.
+
+        ``plane`` is contiguous; it is changed during the call and restored. ``scratch``
+        is a spare plane of the same shape.
+        """
+        if self.step == 1:
+            if correction is None:
+                return _box_mean(plane, self.radius, out=scratch).ravel()[flat]
+            values = plane.ravel()
+            original = values[flat]
+            values[flat] = original + correction
+            means = _box_mean(plane, self.radius, out=scratch).ravel()[flat]
+            values[flat] = original
+            return means
+        grid_w, grid_h = self.grid
+        small = cv2.resize(plane[: grid_h * self.step, : grid_w * self.step], self.grid, interpolation=cv2.INTER_AREA)
+        if correction is not None:
+            cell_sums = np.bincount(self.cells, weights=correction, minlength=grid_w * grid_h + 1)
+            small += (cell_sums[:-1] / (self.step * self.step)).astype(np.float32).reshape(grid_h, grid_w)
+        small = _box_mean(small, max(1, round(self.radius / self.step)), out=small)
+        return cv2.remap(
+            small, self.sample_x, self.sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        ).ravel()
 
 
 # ---------------------------------------------------------------------------- settings and pipeline
@@ -614,7 +630,9 @@ class MatteSettings:
         return max(1, min(_FAST_MAX_SUBSAMPLE, self.guided_radius // _FAST_RADIUS_PER_STEP))
 
 
-def _refine_crop(image: np.ndarray, prior: np.ndarray, settings: MatteSettings, prior_ramp: float) -> np.ndarray:
+def _refine_crop(
+    image: np.ndarray, prior: np.ndarray, settings: MatteSettings, prior_ramp: float, fast_subsample: int
+) -> np.ndarray:
     """The pipeline of :func:`refine_alpha` on one contiguous crop; float32 alpha in ``[0, 1]``."""
     threshold = np.float32(settings.threshold)
     mask = prior >= threshold
@@ -640,42 +658,58 @@ def _refine_crop(image: np.ndarray, prior: np.ndarray, settings: MatteSettings, 
     if settings.guided_radius > 0:
         guide = _Guide(image)
         if settings.fast:
-            alpha = _fast_guided_filter_with(
-                guide, alpha, settings.guided_radius, settings.guided_eps, settings.fast_subsample
-            )
+            alpha = _fast_guided_filter_with(guide, alpha, settings.guided_radius, settings.guided_eps, fast_subsample)
         else:
             alpha = _guided_filter_with(guide, alpha, settings.guided_radius, settings.guided_eps)
     if settings.feather > 0:
         _feather_inplace(alpha, settings.feather)
-    # Values an 8-bit export stores as 0 or 255 are snapped there, so the edge band
-    # (and the colour clean-up after it) stays as narrow as the result really is.
-    alpha[alpha < np.float32(_SNAP)] = 0.0
-    alpha[alpha > np.float32(1.0 - _SNAP)] = 1.0
+    # Clip to [0, 1], snapping values an 8-bit export stores as 0 or 255 there, so the
+    # edge band (and the colour clean-up after it) is as narrow as the result really is.
+    # (Thresholding 1 - alpha reuses OpenCV's in-place "to zero" for the top end.)
+    cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
+    np.subtract(np.float32(1.0), alpha, out=alpha)
+    cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
+    np.subtract(np.float32(1.0), alpha, out=alpha)
     return alpha
 
 
 def _refine_alpha(
-    image: np.ndarray, prior: np.ndarray, settings: MatteSettings, *, prior_ramp: float = PRIOR_RAMP
+    image: np.ndarray,
+    prior: np.ndarray,
+    settings: MatteSettings,
+    *,
+    prior_ramp: float = PRIOR_RAMP,
+    fast_subsample: int | None = None,
 ) -> np.ndarray:
-    """:func:`refine_alpha` with the soft-prior ramp width exposed (``0``: hard threshold), for benchmarks."""
-    image = _check_image(image)
-    prior = _check_map(prior, image.shape[:2], "prior")
+    """:func:`refine_alpha` with two internal choices exposed for ``bench/quality.py``.
+
+    ``prior_ramp``: width of the soft-prior ramp (0: hard threshold);
+    ``fast_subsample``: subsampling of the fast guided filter (default: the settings').
+    """
     if not isinstance(settings, MatteSettings):
         raise ValueError(f"expected settings as MatteSettings, got {_describe(settings)}")
+    if fast_subsample is None:
+        fast_subsample = settings.fast_subsample
+    image = _check_image(image)
+    prior = _check_map(prior, image.shape[:2], "prior")
     height, width = prior.shape
     out = np.zeros((height, width), np.float32)
     # Everything happens inside the box of the pixels the prior can turn on, grown
     # by the reach of each step; outside it the result is 0 whatever the settings.
     reach = 2 * settings.guided_radius + math.ceil(settings.feather) + 2
     if settings.fast and settings.guided_radius > 0:
-        reach += 2 * settings.fast_subsample
+        reach += 2 * fast_subsample
     lowest_on = settings.threshold - prior_ramp / 2 if prior_ramp > 0 else settings.threshold
     box = _nonzero_box(cv2.compare(prior, lowest_on, cv2.CMP_GE), reach)
     if box is None:
         return out
     x0, y0, x1, y1 = box
     out[y0:y1, x0:x1] = _refine_crop(
-        np.ascontiguousarray(image[y0:y1, x0:x1]), np.ascontiguousarray(prior[y0:y1, x0:x1]), settings, prior_ramp
+        np.ascontiguousarray(image[y0:y1, x0:x1]),
+        np.ascontiguousarray(prior[y0:y1, x0:x1]),
+        settings,
+        prior_ramp,
+        fast_subsample,
     )
     return out
 

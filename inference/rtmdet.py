@@ -11,7 +11,8 @@ Loading
     executed**: :func:`read_config_literals` accepts only plain assignments of
     literals and ``dict(...)`` calls, so a crafted checkpoint cannot run code.
     :func:`inference_model_config` then keeps only ``model`` and makes it
-    buildable with mmdet 3.3 (see its docstring). A checkpoint without a usable
+    buildable with mmdet 3.3 (see its docstring); the custom head becomes
+    :class:`GuardedRTMDetInsSepBNHead`, registered here. A checkpoint without a usable
     embedded config is built from the project's own config,
     ``models/rtmdet_ins_l_anime.py``. The file itself is read by
     :func:`inference.weights.load_checkpoint` (``weights_only`` unless trusted).
@@ -40,7 +41,7 @@ import ast
 import copy
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,6 @@ from mmengine.registry import DefaultScope
 from inference.instances import Instances
 from inference.letterbox import Letterbox, plan_letterbox
 from inference.tta import flip_instances_horizontally, merge_flip_instances
-
 from inference.weights import CheckpointError, extract_state_dict, load_checkpoint, load_weights_strict
 
 __all__ = [
@@ -189,7 +189,8 @@ def _literal_value(node: ast.AST, names: Mapping[str, object]) -> object:
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY_OPERATORS:
         left, right = _literal_value(node.left, names), _literal_value(node.right, names)
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
-        if numbers or (isinstance(node.op, ast.Add) and type(left) is type(right) and isinstance(left, (str, list, tuple))):
+        joins = isinstance(node.op, ast.Add) and type(left) is type(right) and isinstance(left, (str, list, tuple))
+        if numbers or joins:
             return _BINARY_OPERATORS[type(node.op)](left, right)
         raise _UnsupportedExpression("arithmetic on non-numbers")
     if isinstance(node, ast.Name):
@@ -325,7 +326,9 @@ def build_detector(model_config: Mapping[str, object]) -> nn.Module:
         try:
             model = MODELS.build(config)
         except Exception as error:  # noqa: BLE001 - mmengine wraps build errors in many types
-            raise ValueError(f"expected a buildable RTMDet-Ins model config, got {type(error).__name__}: {error}") from error
+            raise ValueError(
+                f"expected a buildable RTMDet-Ins model config, got {type(error).__name__}: {error}"
+            ) from error
     head = getattr(model, "bbox_head", None)
     if not isinstance(head, RTMDetInsHead) or not hasattr(model, "extract_feat"):
         raise ValueError(f"expected a single-stage detector with an RTMDet-Ins head, got {type(model).__name__}")
@@ -499,7 +502,8 @@ class DecodeSettings:
             raise ValueError(f"expected nms_iou_threshold in (0, 1], got {self.nms_iou_threshold}")
         if self.mask_margin_cells < 0 or self.min_box_size < 0:
             raise ValueError(
-                f"expected mask_margin_cells and min_box_size >= 0, got {self.mask_margin_cells} and {self.min_box_size}"
+                "expected mask_margin_cells and min_box_size >= 0, "
+                f"got {self.mask_margin_cells} and {self.min_box_size}"
             )
 
 
@@ -606,7 +610,9 @@ def _interpolation_matrix(feature_coords: Tensor, size: int) -> tuple[Tensor, in
     return weights, first
 
 
-def _dynamic_mask_logits(head: RTMDetInsHead, cell_feat: Tensor, cell_x: Tensor, cell_y: Tensor, kernel: Tensor, prior: Tensor) -> Tensor:
+def _dynamic_mask_logits(
+    head: RTMDetInsHead, cell_feat: Tensor, cell_x: Tensor, cell_y: Tensor, kernel: Tensor, prior: Tensor
+) -> Tensor:
     """One instance's mask logits on a window of prototype cells: ``(h, w)``.
 
     Args:
@@ -773,7 +779,7 @@ class RTMDetSegmenter:
         device: str | None = None,
         max_instances: int | None = None,
     ) -> RTMDetSegmenter:
-        """Wrap an already built detector (e.g. :func:`build_detector` with random weights, for tests and benchmarks)."""
+        """Wrap an already built detector (e.g. from :func:`build_detector` with random weights: tests, benchmarks)."""
         segmenter = cls.__new__(cls)
         segmenter._setup(model, det_size, tta, score_threshold, device, max_instances, "model given by the caller")
         return segmenter
@@ -865,7 +871,8 @@ class RTMDetSegmenter:
             )
         notes: tuple[str, ...] = ()
         if detections.ignored_non_finite:
-            notes = (f"The anime model gave NaN/Inf for {detections.ignored_non_finite} candidate(s); they were ignored.",)
+            count = detections.ignored_non_finite
+            notes = (f"The anime model gave NaN/Inf for {count} candidate(s); they were ignored.",)
         scores = detections.scores.numpy()[kept] if kept else np.zeros(0, np.float32)
         return Instances(letterbox.source_size, boxes, tuple(masks), scores, self.name, None, notes)
 
@@ -947,7 +954,8 @@ def set_fixed_box_predictions(
             unit = stride * 8  # relative coordinates are in units of 8 strides
             layer2[0, :2] = -mask_sharpness * unit / (width / 2)
             layer2[0, 2:4] = -mask_sharpness * unit / (height / 2)
-            biases = [torch.zeros(head.dyconv_channels), torch.zeros(head.dyconv_channels), torch.tensor([mask_sharpness])]
+            zeros = torch.zeros(head.dyconv_channels)
+            biases = [zeros, zeros, torch.tensor([mask_sharpness])]
             params = torch.cat([layer0.flatten(), layer1.flatten(), layer2.flatten(), *biases])
             if params.numel() != head.num_gen_params:
                 raise ValueError(f"expected a head with 3 dynamic conv layers, got {head.num_gen_params} parameters")

@@ -141,7 +141,9 @@ def merge_flip_instances(
     for i in original.by_score:
         if iou.shape[1] == 0:
             break
-        candidates = [(float(iou[i, j]), -j) for j in range(iou.shape[1]) if j not in taken and iou[i, j] >= iou_threshold]
+        candidates = [
+            (float(iou[i, j]), -j) for j in range(iou.shape[1]) if j not in taken and iou[i, j] >= iou_threshold
+        ]
         if candidates:
             best = -max(candidates)[1]
             partner[i] = best
@@ -151,7 +153,9 @@ def merge_flip_instances(
     masks: list[np.ndarray] = []
     scores: list[float] = []
     for i, j in partner.items():
-        box, mask = _average_pair(original.boxes[i], original.masks[i], mirrored_unflipped.boxes[j], mirrored_unflipped.masks[j])
+        box, mask = _average_pair(
+            original.boxes[i], original.masks[i], mirrored_unflipped.boxes[j], mirrored_unflipped.masks[j]
+        )
         boxes.append(box)
         masks.append(mask)
         scores.append(0.5 * (float(original.scores[i]) + float(mirrored_unflipped.scores[j])))

@@ -268,7 +268,8 @@ def test_old_config_is_read_not_executed_and_modernised() -> None:
     assert literals["param_scheduler"][1]["eta_min"] == pytest.approx(0.004 * 0.05)
     assert literals["custom_imports"]["imports"] == ["animeinsseg.models.rtmdet_inshead_custom"]
 
-    model = rtmdet.inference_model_config({**literals, "model": {**literals["model"], "extra": {"file_client_args": 1}}})
+    with_old_name = {**literals, "model": {**literals["model"], "extra": {"file_client_args": 1}}}
+    model = rtmdet.inference_model_config(with_old_name)
 
     assert model["bbox_head"]["type"] == "GuardedRTMDetInsSepBNHead"
     assert model["extra"] == {"backend_args": 1}
@@ -323,20 +324,51 @@ def test_checkpoint_without_usable_config_uses_the_fallback_config(tiny_model: t
         RTMDetSegmenter(bare, device="cpu")
 
 
+def test_create_segmenter_loads_the_installed_checkpoint(
+    tiny_model: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inference import weights
+    from inference.segmenter import DetectionSettings, create_segmenter
+
+    monkeypatch.setenv(weights.MODELS_DIR_ENV, str(tmp_path / "models"))
+    path = weights.weight_path("rtmdet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_real_format(path, tiny_model, old_config_text(TINY))
+
+    settings = DetectionSettings(backend="rtmdet", det_size=256, tta=True, score_threshold=0.4, device="cpu")
+    segmenter, choice = create_segmenter(settings)
+
+    assert choice.name == "rtmdet" and isinstance(segmenter, RTMDetSegmenter)
+    assert segmenter.det_size == 256 and segmenter.tta and segmenter.decode_settings.score_threshold == 0.4
+    assert segmenter.config_origin == f"config embedded in {path.name}"
+    instances = segmenter.segment(make_scene(1, size=(120, 200)).image)
+    assert instances.backend == "rtmdet" and (instances.scores >= 0.4).all()
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
         (lambda sd: sd.pop("bbox_head.rtm_cls.0.weight"), r"does not fit.*missing.*bbox_head\.rtm_cls\.0\.weight"),
-        (lambda sd: sd.__setitem__("bbox_head.rtm_extra.weight", torch.zeros(1)), r"does not fit.*bbox_head\.rtm_extra\.weight"),
-        (lambda sd: sd.__setitem__("bbox_head.rtm_cls.0.weight", torch.zeros(80, 96, 1, 1)), r"does not fit.*shape.*rtm_cls\.0\.weight"),
         (
-            lambda sd: sd.__setitem__("bbox_head.cls_convs.1.0.conv.weight", sd["bbox_head.cls_convs.1.0.conv.weight"] + 1),
+            lambda sd: sd.__setitem__("bbox_head.rtm_extra.weight", torch.zeros(1)),
+            r"does not fit.*bbox_head\.rtm_extra\.weight",
+        ),
+        (
+            lambda sd: sd.__setitem__("bbox_head.rtm_cls.0.weight", torch.zeros(80, 96, 1, 1)),
+            r"does not fit.*shape.*rtm_cls\.0\.weight",
+        ),
+        (
+            lambda sd: sd.__setitem__(
+                "bbox_head.cls_convs.1.0.conv.weight", sd["bbox_head.cls_convs.0.0.conv.weight"] + 1
+            ),
             r"shared convolution",
         ),
     ],
     ids=["missing", "unexpected", "shape", "shared-disagree"],
 )
-def test_weights_that_do_not_fit_are_a_clear_error(tiny_model: torch.nn.Module, tmp_path: Path, change, message: str) -> None:
+def test_weights_that_do_not_fit_are_a_clear_error(
+    tiny_model: torch.nn.Module, tmp_path: Path, change, message: str
+) -> None:
     state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     change(state)
     path = tmp_path / "wrong.ckpt"

@@ -11,8 +11,11 @@ from inference.tta import flip_instances_horizontally, mask_iou_matrix, merge_fl
 SIZE = (6, 10)  # (H, W)
 
 
-def make(boxes: list[list[int]], masks: list[np.ndarray], scores: list[float], notes: tuple[str, ...] = ()) -> Instances:
-    return Instances(SIZE, np.array(boxes, np.int32).reshape(-1, 4), tuple(masks), np.array(scores, np.float32), "rtmdet", None, notes)
+def make(
+    boxes: list[list[int]], masks: list[np.ndarray], scores: list[float], notes: tuple[str, ...] = ()
+) -> Instances:
+    box_array = np.array(boxes, np.int32).reshape(-1, 4)
+    return Instances(SIZE, box_array, tuple(masks), np.array(scores, np.float32), "rtmdet", None, notes)
 
 
 def block(height: int, width: int, value: float) -> np.ndarray:

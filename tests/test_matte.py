@@ -1,0 +1,391 @@
+"""The matte stage: guided filters against independent references, mask clean-up with
+known answers, feathering, colour decontamination and the whole refine_alpha pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from inference import matte
+from inference.matte import (
+    MatteSettings,
+    estimate_foreground,
+    fast_guided_filter,
+    feather_alpha,
+    fill_small_holes,
+    guided_filter,
+    refine_alpha,
+    remove_small_regions,
+)
+from tests.scenes import coarse_mask, make_scene, refine_net_like
+
+
+# ---------------------------------------------------------------------------- independent references
+def slow_guided_filter(I: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """He et al.'s colour guided filter written out window by window, in float64.
+
+    The guide and the input are first extended by mirroring (``abc|cba``, OpenCV's
+    BORDER_REFLECT) by 2r, so every window that touches the picture is a plain window.
+    """
+    I = np.asarray(I, np.float64)
+    p = np.asarray(p, np.float64)
+    height, width = p.shape
+    I_pad = np.pad(I, ((2 * r, 2 * r), (2 * r, 2 * r), (0, 0)), mode="symmetric")
+    p_pad = np.pad(p, 2 * r, mode="symmetric")
+    # Coefficients for every window centre within r of the picture.
+    a = np.zeros((height + 2 * r, width + 2 * r, 3))
+    b = np.zeros((height + 2 * r, width + 2 * r))
+    for y in range(height + 2 * r):
+        for x in range(width + 2 * r):
+            cy, cx = y + r, x + r
+            window_I = I_pad[cy - r : cy + r + 1, cx - r : cx + r + 1].reshape(-1, 3)
+            window_p = p_pad[cy - r : cy + r + 1, cx - r : cx + r + 1].reshape(-1)
+            mu = window_I.mean(axis=0)
+            p_bar = window_p.mean()
+            sigma = (window_I - mu).T @ (window_I - mu) / window_p.size
+            cov_Ip = (window_I * window_p[:, None]).mean(axis=0) - mu * p_bar
+            a_k = np.linalg.solve(sigma + eps * np.eye(3), cov_Ip)
+            a[y, x] = a_k
+            b[y, x] = p_bar - a_k @ mu
+    q = np.zeros((height, width))
+    for y in range(height):
+        for x in range(width):
+            mean_a = a[y : y + 2 * r + 1, x : x + 2 * r + 1].reshape(-1, 3).mean(axis=0)
+            mean_b = b[y : y + 2 * r + 1, x : x + 2 * r + 1].mean()
+            q[y, x] = mean_a @ I[y, x] + mean_b
+    return q
+
+
+def slow_blur_fusion(image: np.ndarray, alpha: np.ndarray, radii: tuple[int, ...]) -> np.ndarray:
+    """Forte & Pitié's blur-fusion written out densely in float64: one step per radius."""
+    I = image.astype(np.float64)
+    a = alpha.astype(np.float64)[:, :, None]
+    F = I.copy()
+    B = I.copy()
+
+    def box_sum(x: np.ndarray, r: int) -> np.ndarray:
+        padded = np.pad(x, ((r, r), (r, r), (0, 0)), mode="symmetric")
+        out = np.zeros_like(x)
+        for dy in range(2 * r + 1):
+            for dx in range(2 * r + 1):
+                out += padded[dy : dy + x.shape[0], dx : dx + x.shape[1]]
+        return out
+
+    for r in radii:
+        mean_F = box_sum(a * F, r) / np.maximum(box_sum(a, r), 1e-12)
+        mean_B = box_sum((1 - a) * B, r) / np.maximum(box_sum(1 - a, r), 1e-12)
+        residual = I - a * mean_F - (1 - a) * mean_B
+        F = mean_F + a * residual
+        B = mean_B + (1 - a) * residual
+    return F
+
+
+@pytest.fixture(scope="module")
+def small_scene():
+    return make_scene(2, "textured", (180, 320), seed=7)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(2, "textured", (360, 640), seed=11)
+
+
+# ---------------------------------------------------------------------------- guided filter
+@pytest.mark.parametrize(("r", "eps"), [(1, 1e-2), (2, 1e-3), (3, 1e-4), (2, 1e-5)])
+def test_guided_filter_matches_window_by_window_reference(small_scene, r, eps):
+    image = small_scene.image[40:64, 60:92]  # a patch with a character edge and texture
+    src = refine_net_like(small_scene.alpha, long_side=120)[40:64, 60:92]
+    expected = slow_guided_filter(image / 255.0, src, r, eps)
+    got = guided_filter(image, src, r, eps)
+    assert got.dtype == np.float32 and got.shape == src.shape
+    # float32 box sums against float64; small eps amplifies rounding through the solve.
+    np.testing.assert_allclose(got, expected, atol=1e-4 if eps >= 1e-4 else 2e-4)
+    assert np.abs(expected - src).max() > 0.05  # the filter really changed something
+
+
+@pytest.mark.parametrize(("r", "eps"), [(2, 1e-2), (4, 1e-3), (8, 1e-4), (12, 1e-3)])
+def test_guided_filter_matches_ximgproc_on_a_0_255_guide(small_scene, r, eps):
+    # ximgproc clamps tiny covariance determinants when eps < 1e-2, which fires on flat
+    # areas of a [0, 1] guide; on a [0, 255] guide with eps * 255^2 it computes the same filter.
+    src = coarse_mask(small_scene.alpha, long_side=100)
+    expected = cv2.ximgproc.guidedFilter(small_scene.image.astype(np.float32), src, r, eps * 255.0**2)
+    got = guided_filter(small_scene.image, src, r, eps)
+    np.testing.assert_allclose(got, expected, atol=2e-4)
+
+
+def test_guided_filter_float_guide_equals_uint8_guide(small_scene):
+    src = coarse_mask(small_scene.alpha, long_side=100)
+    from_uint8 = guided_filter(small_scene.image, src, 3, 1e-3)
+    from_float = guided_filter(small_scene.image.astype(np.float32) / 255.0, src, 3, 1e-3)
+    np.testing.assert_allclose(from_uint8, from_float, atol=1e-5)
+
+
+def test_guided_filter_known_answers():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    # A constant passes through unchanged (a = 0, b = the constant).
+    np.testing.assert_allclose(guided_filter(image, np.full((40, 50), 0.3, np.float32), 3, 1e-3), 0.3, atol=1e-6)
+    # An input that is a linear function of the guide is reproduced when eps is tiny.
+    src = (0.2 + 0.5 * image[:, :, 1] / 255.0).astype(np.float32)
+    np.testing.assert_allclose(guided_filter(image, src, 2, 1e-7), src, atol=1e-3)
+
+
+def test_fast_guided_filter_at_subsample_1_is_the_guided_filter(small_scene):
+    src = refine_net_like(small_scene.alpha, long_side=120)
+    for r, eps in [(2, 1e-4), (5, 1e-2)]:
+        assert np.array_equal(fast_guided_filter(small_scene.image, src, r, eps, 1), guided_filter(small_scene.image, src, r, eps))
+
+
+def test_fast_guided_filter_is_close_to_the_full_one_on_smooth_inputs():
+    height, width = 120, 160
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    guide = np.stack(
+        [0.5 + 0.4 * np.sin(x / 23.0), 0.5 + 0.4 * np.cos(y / 31.0), 0.5 + 0.3 * np.sin((x + y) / 41.0)], axis=2
+    ).astype(np.float32)
+    src = (0.5 + 0.3 * np.sin(x / 17.0 + y / 29.0)).astype(np.float32)
+    full = guided_filter(guide, src, 8, 1e-3)
+    for subsample in (2, 4):
+        fast = fast_guided_filter(guide, src, 8, 1e-3, subsample)
+        inner = (slice(8, -8), slice(8, -8))  # the subsampled grid treats borders a little differently
+        assert np.abs(fast - full)[inner].max() < 0.02
+        assert np.abs(fast - full)[inner].mean() < 0.003
+
+
+def test_fast_guided_filter_output_shape_for_sizes_not_divisible_by_the_subsample(small_scene):
+    image = small_scene.image[:97, :131]
+    src = small_scene.alpha[:97, :131]
+    out = fast_guided_filter(image, src, 4, 1e-3, 4)
+    assert out.shape == (97, 131) and out.dtype == np.float32
+    assert np.abs(out - guided_filter(image, src, 4, 1e-3)).mean() < 0.02
+
+
+# ---------------------------------------------------------------------------- islands and holes
+def test_remove_small_regions_known_areas():
+    mask = np.zeros((20, 30), bool)
+    mask[2:12, 2:12] = True  # 100 px
+    mask[15:18, 20:23] = True  # 9 px
+    mask[5, 25] = True  # 1 px
+    mask[10, 18] = mask[11, 19] = True  # 2 px, joined only diagonally (8-connected: one component)
+    kept = remove_small_regions(mask, 10)
+    expected = np.zeros_like(mask)
+    expected[2:12, 2:12] = True
+    assert np.array_equal(kept, expected)
+    # Areas are compared strictly: a 9-px piece survives min_area 9, the diagonal pair min_area 2.
+    assert remove_small_regions(mask, 9)[15:18, 20:23].all()
+    assert remove_small_regions(mask, 2)[10, 18] and remove_small_regions(mask, 2)[11, 19]
+    assert not remove_small_regions(mask, 3)[10, 18]
+    assert np.array_equal(remove_small_regions(mask, 0), mask)
+    assert remove_small_regions(mask, 0) is not mask
+
+
+def test_fill_small_holes_known_areas_and_border():
+    mask = np.zeros((30, 40), bool)
+    mask[2:20, 2:30] = True
+    mask[5:7, 5:7] = False  # 4-px hole
+    mask[10:15, 10:15] = False  # 25-px hole
+    mask[0:8, 33:36] = True
+    mask[0:8, 37:40] = True
+    mask[7, 36] = True  # a 7-px notch open to the top border between two bars: not a hole
+    filled = fill_small_holes(mask, 26)
+    assert filled[5:7, 5:7].all() and filled[10:15, 10:15].all()
+    assert not filled[0:7, 36].any()  # touches the border: never filled
+    small_only = fill_small_holes(mask, 25)  # holes with fewer than 25 px
+    assert small_only[5:7, 5:7].all() and not small_only[10:15, 10:15].any()
+    assert np.array_equal(fill_small_holes(mask, 0), mask)
+
+
+def test_fill_small_holes_uses_4_connectivity():
+    mask = np.ones((7, 7), bool)
+    mask[0, :] = False  # the outside, along the top border
+    mask[1, 2] = False  # joined to the outside
+    mask[2, 3] = False  # touches (1, 2) only diagonally: enclosed under 4-connectivity
+    filled = fill_small_holes(mask, 2)
+    assert filled[2, 3]
+    assert not filled[1, 2] and not filled[0].any()
+
+
+# ---------------------------------------------------------------------------- feathering
+def test_feather_keeps_interior_and_far_background():
+    alpha = np.zeros((80, 80), np.float32)
+    cv2.circle(alpha, (40, 40), 25, 1.0, -1)
+    feathered = feather_alpha(alpha, 3.0)
+    distance_in = cv2.distanceTransform((alpha > 0).astype(np.uint8), cv2.DIST_L2, 5)
+    distance_out = cv2.distanceTransform((alpha == 0).astype(np.uint8), cv2.DIST_L2, 5)
+    interior = distance_in > 4.5  # farther than ceil(3) px in chessboard distance, with margin
+    far = distance_out > 4.5
+    np.testing.assert_allclose(feathered[interior], 1.0, atol=1e-6)
+    assert np.all(feathered[far] == 0.0)
+    edge = (distance_in > 0) & (distance_in <= 1.5)
+    assert 0.3 < feathered[edge].mean() < 0.9  # the edge really got soft
+    assert feathered.min() >= 0.0 and feathered.max() <= 1.0
+    assert np.array_equal(feather_alpha(alpha, 0), alpha)
+
+
+# ---------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threshold": 0.0},
+        {"threshold": 1.0},
+        {"threshold": "0.5"},
+        {"min_island_area": -1},
+        {"min_island_area": 2.5},
+        {"max_hole_area": True},
+        {"guided_radius": -2},
+        {"guided_eps": 0.0},
+        {"guided_eps": float("nan")},
+        {"feather": -1.0},
+        {"decontaminate": "yes"},
+        {"fast": 1},
+    ],
+)
+def test_matte_settings_validation(kwargs):
+    with pytest.raises(ValueError, match="expected"):
+        MatteSettings(**kwargs)
+
+
+def test_matte_settings_defaults_are_valid_and_frozen():
+    settings = MatteSettings()
+    assert 0 < settings.threshold < 1 and settings.guided_eps > 0
+    with pytest.raises(AttributeError):
+        settings.threshold = 0.3  # type: ignore[misc]
+
+
+def test_functions_reject_bad_inputs():
+    image = np.zeros((10, 12, 3), np.uint8)
+    alpha = np.zeros((10, 12), np.float32)
+    cases = [
+        lambda: guided_filter(image, alpha[:5], 2, 1e-3),
+        lambda: guided_filter(image[:, :, 0], alpha, 2, 1e-3),
+        lambda: guided_filter(np.full((10, 12, 3), 2.0, np.float32), alpha, 2, 1e-3),  # float guide not in [0, 1]
+        lambda: guided_filter(image, alpha, 0, 1e-3),
+        lambda: guided_filter(image, alpha, 2, 0.0),
+        lambda: fast_guided_filter(image, alpha, 2, 1e-3, 0),
+        lambda: remove_small_regions(alpha, 3),
+        lambda: fill_small_holes(alpha > 0, -1),
+        lambda: feather_alpha(alpha, -0.5),
+        lambda: estimate_foreground(image.astype(np.float32), alpha),
+        lambda: estimate_foreground(image, alpha[:, :5]),
+        lambda: estimate_foreground(image, alpha, radii=(4, 0)),
+        lambda: estimate_foreground(image, alpha, radii=()),
+        lambda: refine_alpha(image, alpha[:5], MatteSettings()),
+        lambda: refine_alpha(image, alpha, {"threshold": 0.5}),  # type: ignore[arg-type]
+    ]
+    for call in cases:
+        with pytest.raises(ValueError, match="expected"):
+            call()
+
+
+# ---------------------------------------------------------------------------- refine_alpha
+def sad(alpha: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.abs(alpha.astype(np.float64) - truth).sum())
+
+
+def test_refine_alpha_improves_a_coarse_detector_mask(scene):
+    # A 640-px detector on a 1920-px picture sees it 3x smaller: emulate that on 640 px.
+    prior = coarse_mask(scene.alpha, long_side=214)
+    for settings in (MatteSettings(), MatteSettings(fast=True)):
+        alpha = refine_alpha(scene.image, prior, settings)
+        assert sad(alpha, scene.alpha) < 0.8 * sad(prior, scene.alpha)
+
+
+def test_refine_alpha_improves_a_refine_net_mask(scene):
+    prior = refine_net_like(scene.alpha, long_side=240)  # a 720-px round trip of a 1920-px picture
+    for settings in (MatteSettings(), MatteSettings(fast=True)):
+        alpha = refine_alpha(scene.image, prior, settings)
+        assert sad(alpha, scene.alpha) < 0.6 * sad(prior, scene.alpha)
+
+
+def test_refine_alpha_output_contract(scene):
+    prior = refine_net_like(scene.alpha, long_side=240)
+    alpha = refine_alpha(scene.image, prior, replace(MatteSettings(), feather=1.5))
+    assert alpha.dtype == np.float32 and alpha.shape == prior.shape
+    assert alpha.min() >= 0.0 and alpha.max() <= 1.0
+    # Values an 8-bit export would store as 0 or 255 are exactly 0 or 1.
+    soft = alpha[(alpha > 0) & (alpha < 1)]
+    assert soft.min() >= 0.5 / 255 and soft.max() <= 1 - 0.5 / 255
+    far = cv2.dilate((prior > 0).astype(np.uint8), np.ones((31, 31), np.uint8)) == 0
+    assert np.all(alpha[far] == 0.0)
+    assert np.all(refine_alpha(scene.image, np.zeros_like(prior), MatteSettings()) == 0.0)
+
+
+def test_refine_alpha_threshold_only_is_the_binary_mask():
+    image = np.full((50, 60, 3), 128, np.uint8)
+    prior = np.zeros((50, 60), np.float32)
+    prior[10:30, 15:45] = 0.9
+    prior[12:14, 20:22] = 0.1  # a 4-px hole: filled with max_hole_area 5
+    prior[40:42, 5:7] = 0.8  # a 4-px speck: removed with min_island_area 5
+    settings = MatteSettings(min_island_area=5, max_hole_area=5, guided_radius=0, feather=0.0)
+    expected = np.zeros((50, 60), np.float32)
+    expected[10:30, 15:45] = 1.0
+    assert np.array_equal(refine_alpha(image, prior, settings), expected)
+    keep_all = replace(settings, min_island_area=0, max_hole_area=0)
+    assert refine_alpha(image, prior, keep_all)[40, 5] == 1.0 and refine_alpha(image, prior, keep_all)[12, 20] == 0.0
+
+
+def test_refine_alpha_crop_gives_the_full_frame_result(scene):
+    # The pipeline only works inside the mask's box; written out on the full frame with
+    # the public functions it must give the same alpha.
+    prior = refine_net_like(scene.alpha, long_side=240)
+    settings = MatteSettings(min_island_area=0, max_hole_area=0, guided_radius=3, guided_eps=1e-3, feather=0.0)
+    ramp = np.clip((prior - settings.threshold) / matte.PRIOR_RAMP + 0.5, 0.0, 1.0).astype(np.float32)
+    expected = np.clip(guided_filter(scene.image, ramp, 3, 1e-3), 0.0, 1.0)
+    expected[expected < 0.5 / 255] = 0.0
+    expected[expected > 1 - 0.5 / 255] = 1.0
+    np.testing.assert_allclose(refine_alpha(scene.image, prior, settings), expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- decontamination
+def test_estimate_foreground_known_answer_on_a_linear_blend():
+    # Flat foreground over flat background through a 10-px alpha ramp: F is known exactly.
+    # What shows over a new background is alpha * F, so that is what must be right.
+    height, width = 40, 60
+    F_true = np.array([200.0, 40.0, 90.0])
+    B_true = np.array([20.0, 220.0, 60.0])
+    alpha = np.zeros((height, width), np.float32)
+    alpha[:, :20] = 1.0
+    alpha[:, 20:30] = np.linspace(0.95, 0.05, 10, dtype=np.float32)
+    image = (alpha[:, :, None] * F_true + (1 - alpha[:, :, None]) * B_true + 0.5).astype(np.uint8)
+    foreground = estimate_foreground(image, alpha)
+    band = (alpha > 0) & (alpha < 1)
+    a = alpha[band][:, None]
+    assert (a * np.abs(image[band] - F_true)).max() > 30.0  # the raw picture's halo
+    assert (a * np.abs(foreground[band] - F_true)).max() <= 3.0
+    assert np.abs(foreground[band][a[:, 0] > 0.5] - F_true).max() <= 3.0  # mostly-opaque: F itself
+    assert np.array_equal(foreground[~band], image[~band])
+
+
+def test_estimate_foreground_matches_a_dense_reference(small_scene):
+    image = small_scene.image[20:100, 40:140]
+    alpha = small_scene.alpha[20:100, 40:140]
+    band = (alpha > 0) & (alpha < 1)
+    assert band.sum() > 100
+    # Radii below 8 run at full resolution: both compute the same thing.
+    expected = np.clip(slow_blur_fusion(image, alpha, (6, 2, 1)) + 0.5, 0, 255).astype(np.uint8)
+    got = estimate_foreground(image, alpha, radii=(6, 2, 1))
+    assert np.abs(got[band].astype(int) - expected[band]).max() <= 1
+    assert np.array_equal(got[~band], image[~band])
+    # The default radii run their wide steps on coarser grids: close, not identical.
+    expected = slow_blur_fusion(image, alpha, matte.FOREGROUND_RADII)
+    got = estimate_foreground(image, alpha)
+    a = alpha[band][:, None]
+    assert (a * np.abs(got[band] - expected[band])).mean() < 1.0
+
+
+def test_decontamination_removes_the_old_background_halo(scene):
+    new_background = np.zeros_like(scene.image)
+    new_background[:] = (20, 200, 60)
+    a = scene.alpha[:, :, None]
+    truth = scene.foreground * a + new_background * (1 - a)
+    band = (scene.alpha > 0) & (scene.alpha < 1)
+
+    def halo(foreground: np.ndarray) -> float:
+        return float(np.abs(foreground * a + new_background * (1 - a) - truth)[band].mean())
+
+    raw = halo(scene.image.astype(np.float64))
+    cleaned = halo(estimate_foreground(scene.image, scene.alpha).astype(np.float64))
+    assert raw > 10.0  # the halo is real: the old textured background shows
+    assert cleaned < 0.4 * raw
