@@ -194,6 +194,24 @@ def methods(full: bool) -> list[tuple[str, MatteSettings | None, float, int | No
     return rows
 
 
+def add_specks(prior: np.ndarray, truth: np.ndarray, seed: int) -> np.ndarray:
+    """A segmenter's typical noise on top of a prior: soft false-positive specks in the
+    background and pin holes in solid parts, 1-4 px across (what islands/holes are for)."""
+    rng = np.random.default_rng(seed)
+    height, width = prior.shape
+    kernel = np.ones((21, 21), np.uint8)
+    background = np.argwhere(cv2.dilate((truth > 0).astype(np.uint8), kernel) == 0)
+    solid = np.argwhere(cv2.erode((truth >= 1).astype(np.uint8), kernel) > 0)
+    specks = np.zeros((height, width), np.float32)
+    holes = np.zeros((height, width), np.float32)
+    for target, points, count in ((specks, background, 60), (holes, solid, 30)):
+        for y, x in points[rng.integers(0, len(points), count)]:
+            cv2.circle(target, (int(x), int(y)), int(rng.integers(1, 4)), 1.0, -1)
+    specks = cv2.GaussianBlur(specks, (0, 0), 0.8)
+    holes = cv2.GaussianBlur(holes, (0, 0), 0.8)
+    return np.clip(np.maximum(prior, specks) - holes, 0.0, 1.0).astype(np.float32)
+
+
 def build_cases(quick: bool) -> list[Case]:
     size = (540, 960) if quick else (1080, 1920)
     specs = [
@@ -215,6 +233,8 @@ def build_cases(quick: bool) -> list[Case]:
             "coarse": coarse_mask(scene.alpha, long_side=round(640 * scale)),
             "refine": refine_net_like(scene.alpha, long_side=round(720 * scale)),
         }
+        priors["coarse+specks"] = add_specks(priors["coarse"], scene.alpha, seed)
+        priors["refine+specks"] = add_specks(priors["refine"], scene.alpha, seed)
         cases.append(Case(f"{n}x {background} s{seed}", scene, eval_band(scene.alpha), core_seeds(scene), priors))
     return cases
 
@@ -240,24 +260,29 @@ def main() -> None:
     metric_names = ["SAD", "MSE", "Grad", "Conn", "IoU"]
     rows_spec = methods(args.full)
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for label, settings, ramp, subsample in rows_spec:
-        for prior_name in ("coarse", "refine"):
-            per_case = []
-            for case in cases:
-                prior = case.priors[prior_name]
-                if settings is None:
-                    alpha = prior
-                else:
-                    alpha = matte._refine_alpha(
-                        case.scene.image, prior, settings, prior_ramp=ramp, fast_subsample=subsample
-                    )
-                per_case.append(evaluate(alpha, case))
-            results[(label, prior_name)] = per_case
+    defaults = MatteSettings(decontaminate=False)
+    speck_rows = [("raw prior", None, 0.0, None)] + [
+        (f"islands/holes {area}", replace(defaults, min_island_area=area, max_hole_area=area), matte.PRIOR_RAMP, None)
+        for area in (0, 8, 16, 32, 64, 128)
+    ] + [("DEFAULTS", defaults, matte.PRIOR_RAMP, None)]
+    jobs = [(row, name) for row in rows_spec for name in ("coarse", "refine")]
+    jobs += [(row, name) for row in speck_rows for name in ("coarse+specks", "refine+specks")]
+    for (label, settings, ramp, subsample), prior_name in jobs:
+        per_case = []
+        for case in cases:
+            prior = case.priors[prior_name]
+            if settings is None:
+                alpha = prior
+            else:
+                alpha = matte._refine_alpha(case.scene.image, prior, settings, prior_ramp=ramp, fast_subsample=subsample)
+            per_case.append(evaluate(alpha, case))
+        results[(label, prior_name)] = per_case
 
-    for prior_name in ("coarse", "refine"):
+    for prior_name, spec in (("coarse", rows_spec), ("refine", rows_spec),
+                             ("coarse+specks", speck_rows), ("refine+specks", speck_rows)):
         raw_sad = sum(r["SAD"] for r in results[("raw prior", prior_name)])
         table = []
-        for label, *_ in rows_spec:
+        for label, *_ in spec:
             per_case = results[(label, prior_name)]
             total = {m: sum(r[m] for r in per_case) for m in metric_names}
             total["IoU"] /= len(per_case)

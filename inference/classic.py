@@ -17,9 +17,11 @@
    minimum area are dropped.
 4. **Full-resolution edges.** On clean backgrounds each part is cut again at full
    resolution inside its box, from the full-resolution colour distance to the
-   background model, so 2-3 px hair strands survive; anti-aliased edge pixels get
-   the fractional value ``|I - B| / |F - B|`` (picture, background model, nearby
-   foreground colour). On busy backgrounds the work-resolution cut is upsampled.
+   background model, so 2-3 px hair strands survive; edge pixels get the
+   fractional value ``|I - B| / |F - B|`` (picture, background model, nearby
+   foreground colour), and edge pixels under one half are peeled off round by
+   round, which strips JPEG ringing. On busy backgrounds the work-resolution cut
+   is upsampled.
 
 Busy backgrounds (painted scenery, texture) get a note that the anime model does
 better there. :meth:`ClassicSegmenter.segment_at` cuts out whatever lies under

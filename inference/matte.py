@@ -30,10 +30,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-#: Box filters with a radius up to this use a separable float32 convolution
-#: (faster in OpenCV for small windows); larger ones use ``cv2.boxFilter``.
-_SEPARABLE_BOX_MAX_RADIUS = 8
-
 #: Border rule of every box mean here, the same one ``cv2.ximgproc.guidedFilter`` uses.
 _BORDER = cv2.BORDER_REFLECT
 
@@ -104,11 +100,8 @@ def _check_positive_float(value: object, what: str, *, allow_zero: bool) -> floa
 def _box_mean(x: np.ndarray, radius: int, out: np.ndarray | None = None) -> np.ndarray:
     """Mean over the ``(2r+1) x (2r+1)`` window around each pixel, mirrored borders: float32.
 
-    ``out`` (same shape, float32, may be ``x`` itself) receives the result.
+    ``out`` (same shape, float32, not ``x``) receives the result.
     """
-    if radius <= _SEPARABLE_BOX_MAX_RADIUS:
-        kernel = np.full(2 * radius + 1, 1.0 / (2 * radius + 1), np.float32)
-        return cv2.sepFilter2D(x, cv2.CV_32F, kernel, kernel, dst=out, borderType=_BORDER)
     size = 2 * radius + 1
     return cv2.boxFilter(x, cv2.CV_32F, (size, size), dst=out, normalize=True, borderType=_BORDER)
 
@@ -147,20 +140,40 @@ class _Guide:
         a_r, a_g, a_b = mean_a
         if self._planes is None and self.is_uint8:
             # Multiply by the uint8 channels directly and fold the 1/255 in at the end.
-            I_r, I_g, I_b = cv2.split(self.image)
+            channel = np.empty(self.shape, np.uint8)
+            for a, c in zip(mean_a, range(3)):
+                np.multiply(a, cv2.extractChannel(self.image, c, dst=channel), out=a)
             scale = np.float32(1 / 255)
         else:
-            I_r, I_g, I_b = self.planes()
+            for a, I_c in zip(mean_a, self.planes()):
+                np.multiply(a, I_c, out=a)
             scale = None
-        np.multiply(a_r, I_r, out=a_r)
-        np.multiply(a_g, I_g, out=a_g)
         a_r += a_g
-        np.multiply(a_b, I_b, out=a_b)
         a_r += a_b
         if scale is not None:
             a_r *= scale
         a_r += mean_b
         return a_r
+
+    def upsampled_linear_model(self, mean_a: list[np.ndarray], mean_b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``q = mean_a . I + mean_b`` with coefficients given on a coarser grid, upsampled bilinearly.
+
+        One coefficient plane at a time goes to full size, so only ``out`` and one
+        scratch plane are touched at full resolution. Returns ``out``.
+        """
+        height, width = self.shape
+        q = cv2.resize(mean_b, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
+        scratch = np.empty((height, width), np.float32)
+        channel = np.empty((height, width), np.uint8) if self.is_uint8 else None
+        for c, a in enumerate(mean_a):
+            if channel is not None:
+                a = a * np.float32(1 / 255)  # fold the guide's scale in on the small grid
+                I_c = cv2.extractChannel(self.image, c, dst=channel)
+            else:
+                I_c = self.planes()[c]
+            np.multiply(cv2.resize(a, (width, height), dst=scratch, interpolation=cv2.INTER_LINEAR), I_c, out=scratch)
+            q += scratch
+        return q
 
 
 def _guided_coefficients(
@@ -242,7 +255,9 @@ def _guided_filter_with(guide: _Guide, p: np.ndarray, radius: int, eps: float) -
     return guide.linear_model(mean_a, mean_b)
 
 
-def _fast_guided_filter_with(guide: _Guide, p: np.ndarray, radius: int, eps: float, subsample: int) -> np.ndarray:
+def _fast_guided_filter_with(
+    guide: _Guide, p: np.ndarray, radius: int, eps: float, subsample: int, *, overwrite_src: bool = False
+) -> np.ndarray:
     if subsample == 1:
         return _guided_filter_with(guide, p, radius, eps)
     height, width = p.shape
@@ -251,12 +266,11 @@ def _fast_guided_filter_with(guide: _Guide, p: np.ndarray, radius: int, eps: flo
     p_sub = cv2.resize(p, small, interpolation=cv2.INTER_AREA)
     radius_sub = max(1, round(radius / subsample))
     a_r, a_g, a_b, b, spare = _guided_coefficients(I_sub, p_sub, radius_sub, eps)
-    mean_a = [
-        cv2.resize(_box_mean(a, radius_sub, out=buffer), (width, height), interpolation=cv2.INTER_LINEAR)
-        for a, buffer in zip((a_r, a_g, a_b), spare)
-    ]
-    mean_b = cv2.resize(_box_mean(b, radius_sub, out=spare[3]), (width, height), interpolation=cv2.INTER_LINEAR)
-    return guide.linear_model(mean_a, mean_b)
+    mean_a = [_box_mean(a, radius_sub, out=buffer) for a, buffer in zip((a_r, a_g, a_b), spare)]
+    mean_b = _box_mean(b, radius_sub, out=spare[3])
+    # p is no longer needed: the result goes into its buffer when the caller allows it.
+    out = p if overwrite_src else np.empty_like(p)
+    return guide.upsampled_linear_model(mean_a, mean_b, out)
 
 
 def _checked_guide(guide: object) -> _Guide:
@@ -397,10 +411,10 @@ def fill_small_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- feathering
-def _feather_inplace(alpha: np.ndarray, radius_px: float) -> np.ndarray:
+def _feathered(alpha: np.ndarray, radius_px: float) -> np.ndarray:
     half = max(1, math.ceil(radius_px))
     size = (2 * half + 1, 2 * half + 1)
-    return cv2.GaussianBlur(alpha, size, radius_px / 2.0, dst=alpha, borderType=cv2.BORDER_REPLICATE)
+    return cv2.GaussianBlur(alpha, size, radius_px / 2.0, borderType=cv2.BORDER_REPLICATE)
 
 
 def feather_alpha(alpha: np.ndarray, radius_px: float) -> np.ndarray:
@@ -419,10 +433,9 @@ def feather_alpha(alpha: np.ndarray, radius_px: float) -> np.ndarray:
     """
     if not isinstance(alpha, np.ndarray) or alpha.ndim != 2:
         raise ValueError(f"expected alpha as an (H, W) float array, got {_describe(alpha)}")
-    out = np.array(_check_map(alpha, alpha.shape, "alpha"), dtype=np.float32, order="C", copy=True)
+    alpha = _check_map(alpha, alpha.shape, "alpha")
     radius_px = _check_positive_float(radius_px, "radius_px", allow_zero=True)
-    if radius_px > 0:
-        _feather_inplace(out, radius_px)
+    out = _feathered(alpha, radius_px) if radius_px > 0 else alpha.copy()
     return np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -525,6 +538,14 @@ def estimate_foreground(
     return out
 
 
+def _as_sample_map(positions: np.ndarray) -> np.ndarray:
+    """N float positions as a ``(rows, 1024)`` float32 map for ``cv2.remap`` (at most 32767 per side)."""
+    rows = -(-positions.size // 1024)
+    padded = np.zeros(rows * 1024, np.float32)
+    padded[: positions.size] = positions
+    return padded.reshape(rows, 1024)
+
+
 class _FusionStep:
     """One blur-fusion box: its radius, and where the band pixels sit on its grid."""
 
@@ -548,8 +569,8 @@ class _FusionStep:
         grid = (width // step, height // step)
         inside = (xs < grid[0] * step) & (ys < grid[1] * step)
         cells = np.where(inside, (ys // step) * grid[0] + xs // step, grid[0] * grid[1])
-        sample_x = ((xs + 0.5) / step - 0.5).astype(np.float32).reshape(1, -1)
-        sample_y = ((ys + 0.5) / step - 0.5).astype(np.float32).reshape(1, -1)
+        sample_x = _as_sample_map((xs + 0.5) / step - 0.5)
+        sample_y = _as_sample_map((ys + 0.5) / step - 0.5)
         return cls(radius, step, grid, cells, sample_x, sample_y)
 
     def box_mean_at_band(
@@ -574,10 +595,9 @@ class _FusionStep:
         if correction is not None:
             cell_sums = np.bincount(self.cells, weights=correction, minlength=grid_w * grid_h + 1)
             small += (cell_sums[:-1] / (self.step * self.step)).astype(np.float32).reshape(grid_h, grid_w)
-        small = _box_mean(small, max(1, round(self.radius / self.step)), out=small)
-        return cv2.remap(
-            small, self.sample_x, self.sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        ).ravel()
+        small = _box_mean(small, max(1, round(self.radius / self.step)))
+        sampled = cv2.remap(small, self.sample_x, self.sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return sampled.ravel()[: flat.size]
 
 
 # ---------------------------------------------------------------------------- settings and pipeline
@@ -600,7 +620,7 @@ class MatteSettings:
     threshold: float = 0.5
     min_island_area: int = 64
     max_hole_area: int = 64
-    guided_radius: int = 2
+    guided_radius: int = 4
     guided_eps: float = 1e-4
     feather: float = 0.0
     decontaminate: bool = True
@@ -658,11 +678,13 @@ def _refine_crop(
     if settings.guided_radius > 0:
         guide = _Guide(image)
         if settings.fast:
-            alpha = _fast_guided_filter_with(guide, alpha, settings.guided_radius, settings.guided_eps, fast_subsample)
+            alpha = _fast_guided_filter_with(
+                guide, alpha, settings.guided_radius, settings.guided_eps, fast_subsample, overwrite_src=True
+            )
         else:
             alpha = _guided_filter_with(guide, alpha, settings.guided_radius, settings.guided_eps)
     if settings.feather > 0:
-        _feather_inplace(alpha, settings.feather)
+        alpha = _feathered(alpha, settings.feather)
     # Clip to [0, 1], snapping values an 8-bit export stores as 0 or 255 there, so the
     # edge band (and the colour clean-up after it) is as narrow as the result really is.
     # (Thresholding 1 - alpha reuses OpenCV's in-place "to zero" for the top end.)
@@ -671,6 +693,17 @@ def _refine_crop(
     cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
     np.subtract(np.float32(1.0), alpha, out=alpha)
     return alpha
+
+
+def _grow_to_multiple(start: int, stop: int, size: int, multiple: int) -> tuple[int, int]:
+    """Grow ``[start, stop)`` inside ``[0, size)`` to a length that is a multiple of ``multiple``, if it fits."""
+    length = -(-(stop - start) // multiple) * multiple
+    if length > size:
+        return start, stop
+    stop = start + length
+    if stop > size:
+        start, stop = size - length, size
+    return start, stop
 
 
 def _refine_alpha(
@@ -704,13 +737,12 @@ def _refine_alpha(
     if box is None:
         return out
     x0, y0, x1, y1 = box
-    out[y0:y1, x0:x1] = _refine_crop(
-        np.ascontiguousarray(image[y0:y1, x0:x1]),
-        np.ascontiguousarray(prior[y0:y1, x0:x1]),
-        settings,
-        prior_ramp,
-        fast_subsample,
-    )
+    if settings.fast and settings.guided_radius > 0 and fast_subsample > 1:
+        # A crop that is a whole number of subsampling cells takes OpenCV's fast exact resize.
+        x0, x1 = _grow_to_multiple(x0, x1, width, fast_subsample)
+        y0, y1 = _grow_to_multiple(y0, y1, height, fast_subsample)
+    # Views, not copies: OpenCV and numpy read row-strided crops directly.
+    out[y0:y1, x0:x1] = _refine_crop(image[y0:y1, x0:x1], prior[y0:y1, x0:x1], settings, prior_ramp, fast_subsample)
     return out
 
 

@@ -21,7 +21,7 @@ from inference.export import encode_image, encode_png, layers_zip, mask_png, to_
 from inference.image_io import ImageLoadError  # noqa: E402
 from inference.overlay import draw_instance_overlay, instance_colors  # noqa: E402
 from inference.segmenter import ModelUnavailable  # noqa: E402
-from studio import assets, canvas, controls, engine_cache, limits, session  # noqa: E402
+from studio import assets, canvas, controls, engine_cache, errors, limits, session  # noqa: E402
 from studio.model_options import model_options  # noqa: E402
 from studio.preview import make_preview, rgb_hex, shrink, side_by_side, split_view  # noqa: E402
 from studio.workspace import CANVAS_DEFAULT_WIDTH, CANVAS_WIDTHS, Workspace, decode_picture  # noqa: E402
@@ -96,8 +96,9 @@ def detect(ws: Workspace) -> None:
     try:
         with st.spinner(f"Finding characters in {ws.picture.name}…", show_time=True):
             detection = engine_cache.detect(ws.picture.image, ws.picture.digest, settings)
-    except (ModelUnavailable, ValueError, MemoryError) as exc:
-        st.error(f"Detection failed: {exc}")
+    except Exception as exc:  # the page boundary: a message, never a traceback
+        expected = isinstance(exc, (ModelUnavailable, ValueError, MemoryError))
+        st.error(f"Detection failed: {exc}" if expected else errors.unexpected(exc, "finding characters"))
         if ws.detection is None:
             st.stop()
         st.warning("Showing the previous detection of this picture.")
@@ -139,6 +140,9 @@ def _sync(ws: Workspace, drawing: dict | None) -> bool:
         return ws.selection.sync_clicks(clicks, engine_cache.add_at(ws.picture.image))
     except (ModelUnavailable, ValueError) as exc:
         st.warning(f"That click could not add a character: {exc}")
+        return False
+    except Exception as exc:  # the page boundary
+        st.warning(errors.unexpected(exc, "adding a character under the click"))
         return False
 
 
@@ -272,6 +276,9 @@ def preview_panel() -> None:
         preview = make_preview(ws.picture.image, cutout, background)
     except (ValueError, MemoryError) as exc:
         preview_slot.error(f"The preview could not be made: {exc}")
+        return
+    except Exception as exc:  # the page boundary: a message, never a traceback
+        preview_slot.error(errors.unexpected(exc, "making the preview with these matte settings"))
         return
     elapsed_ms = (time.perf_counter() - start) * 1000
     with preview_slot:

@@ -27,6 +27,7 @@ from inference.instances import COVER_THRESHOLD, Instances
 from inference.matte import MatteSettings
 from inference.pipeline import Detection, render_cutout
 from inference.segmenter import ModelUnavailable
+from studio.errors import unexpected
 
 #: ``(image, digest) -> Detection``; the page passes its cached detection.
 Detect = Callable[[np.ndarray, str], Detection]
@@ -149,6 +150,9 @@ def cut_out_batch(
                 reports.append(
                     FileReport(name, False, 0, "ran out of memory on this picture", time.perf_counter() - start)
                 )
+            except Exception as exc:  # a bug on one file must not lose the others
+                message = unexpected(exc, f"cutting out {name}")
+                reports.append(FileReport(name, False, 0, message, time.perf_counter() - start))
             if progress is not None:
                 progress(done, len(files), name)
         archive.writestr("report.csv", report_csv(reports))

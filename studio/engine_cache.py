@@ -48,8 +48,8 @@ def _segmenter(settings_key: tuple) -> tuple[Segmenter, BackendChoice]:
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _refiner(name: str, device: str | None) -> Refiner | None:
-    return create_refiner(name, device=device)
+def _refiner(name: str, device: str | None, trust: bool) -> Refiner | None:
+    return create_refiner(name, device=device, trust=trust)
 
 
 def segmenter(settings: DetectionSettings) -> tuple[Segmenter, BackendChoice]:
@@ -70,7 +70,7 @@ def point_segmenter() -> Segmenter:
 def _detect(digest: str, settings_key: tuple, _image: np.ndarray) -> Detection:
     settings = DetectionSettings(*settings_key)
     model, choice = segmenter(settings)
-    refiner = _refiner(settings.refine, settings.device) if settings.refine != "none" else None
+    refiner = _refiner(settings.refine, settings.device, settings.trust_checkpoints) if settings.refine != "none" else None
     detection = pipeline.detect_characters(_image, settings, segmenter=model, refiner=refiner)
     # The pipeline only knows "a segmenter was given"; keep the reason auto chose it.
     return dataclasses.replace(detection, choice=choice)

@@ -449,6 +449,27 @@ def test_pictures_over_the_pixel_limit_are_refused(cutout_page, monkeypatch):
     assert workspace(at).picture.name == "two.png"
 
 
+def test_an_engine_bug_in_the_matte_shows_a_message_not_a_traceback(cutout_page, monkeypatch):
+    at = cutout_page
+    real = pipeline.render_cutout
+
+    def broken(image, instances, selected, matte):
+        if matte.guided_radius == 16:
+            raise RuntimeError("OpenCV(5.0.0) error: (-215:Assertion failed) in function 'remap'")
+        return real(image, instances, selected, matte)
+
+    monkeypatch.setattr(pipeline, "render_cutout", broken)
+    at.slider(key="keep.matte.guided_radius").set_value(16)
+    at.run()
+    assert not at.exception
+    (error,) = at.error
+    assert "Something went wrong while making the preview" in error.value and "RuntimeError" in error.value
+    at.slider(key="keep.matte.guided_radius").set_value(8)
+    at.run()
+    no_problems(at)
+    assert len(at.image) == 1
+
+
 def test_two_sessions_never_see_each_others_pictures_or_choices(media):
     alice = open_page(CUTOUT)
     bob = open_page(CUTOUT)

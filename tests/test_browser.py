@@ -155,7 +155,8 @@ def test_upload_click_slider_download_in_chromium(server, browser, tmp_path):
     target = instances.covering(*centre)[0]
     other = 1 - target
 
-    page = browser.new_page(viewport={"width": 1600, "height": 1200}, accept_downloads=True)
+    # Tall enough that the screenshots hold the whole page (Streamlit scrolls inside its own container).
+    page = browser.new_page(viewport={"width": 1440, "height": 1700}, accept_downloads=True)
     page.goto(server)
     expect(page.get_by_role("heading", name=re.compile("Nukki"))).to_be_visible(timeout=WAIT_MS)
     _settle(page)
