@@ -19,7 +19,6 @@ Three views of the same latency, from the inside out:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import os
 import socket

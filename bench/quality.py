@@ -163,17 +163,19 @@ OFF = MatteSettings(min_island_area=0, max_hole_area=0, guided_radius=0, feather
 
 def methods(full: bool) -> list[tuple[str, MatteSettings | None, float, int | None]]:
     """(label, settings or None for the raw prior, prior_ramp (0: hard threshold), fast subsample or None)."""
-    clean = replace(OFF, min_island_area=64, max_hole_area=64)
+    defaults = MatteSettings(decontaminate=False)
+    clean = replace(OFF, min_island_area=defaults.min_island_area, max_hole_area=defaults.max_hole_area)
     ramp = matte.PRIOR_RAMP
+    cleaned = f"+ islands {clean.min_island_area} / holes {clean.max_hole_area}"
     rows: list[tuple[str, MatteSettings | None, float, int | None]] = [
         ("raw prior", None, 0.0, None),
         ("threshold 0.5", OFF, 0.0, None),
-        ("+ islands/holes 64", clean, 0.0, None),
-        ("+ islands/holes 16", replace(clean, min_island_area=16, max_hole_area=16), 0.0, None),
-        ("+ soft ramp 0.05", clean, 0.05, None),
-        (f"+ soft ramp {ramp:g}", clean, ramp, None),
-        ("+ soft ramp 0.3", clean, 0.3, None),
-        ("+ soft ramp 1 (prior kept)", clean, 1.0, None),
+        ("+ islands/holes 64", replace(OFF, min_island_area=64, max_hole_area=64), 0.0, None),
+        (cleaned, clean, 0.0, None),
+        (f"{cleaned}, soft ramp 0.05", clean, 0.05, None),
+        (f"{cleaned}, soft ramp {ramp:g}", clean, ramp, None),
+        (f"{cleaned}, soft ramp 0.3", clean, 0.3, None),
+        (f"{cleaned}, soft ramp 1 (prior kept)", clean, 1.0, None),
     ]
     radii = (1, 2, 3, 4, 6, 8, 16) if full else (1, 2, 3, 4, 8)
     for radius in radii:
@@ -185,7 +187,6 @@ def methods(full: bool) -> list[tuple[str, MatteSettings | None, float, int | No
             if subsample <= radius:
                 settings = replace(clean, guided_radius=radius, guided_eps=1e-4, fast=True)
                 rows.append((f"ramp + fast GF r={radius} eps=0.0001 s={subsample}", settings, ramp, subsample))
-    defaults = MatteSettings(decontaminate=False)
     rows.append(("defaults, hard threshold", defaults, 0.0, None))
     rows.append(("defaults + feather 1", replace(defaults, feather=1.0), ramp, None))
     rows.append(("defaults + feather 2", replace(defaults, feather=2.0), ramp, None))
@@ -196,7 +197,7 @@ def methods(full: bool) -> list[tuple[str, MatteSettings | None, float, int | No
 
 def add_specks(prior: np.ndarray, truth: np.ndarray, seed: int) -> np.ndarray:
     """A segmenter's typical noise on top of a prior: soft false-positive specks in the
-    background and pin holes in solid parts, 1-4 px across (what islands/holes are for)."""
+    background and pin holes in solid parts, 3-11 px across (what islands/holes are for)."""
     rng = np.random.default_rng(seed)
     height, width = prior.shape
     kernel = np.ones((21, 21), np.uint8)
@@ -206,7 +207,7 @@ def add_specks(prior: np.ndarray, truth: np.ndarray, seed: int) -> np.ndarray:
     holes = np.zeros((height, width), np.float32)
     for target, points, count in ((specks, background, 60), (holes, solid, 30)):
         for y, x in points[rng.integers(0, len(points), count)]:
-            cv2.circle(target, (int(x), int(y)), int(rng.integers(1, 4)), 1.0, -1)
+            cv2.circle(target, (int(x), int(y)), int(rng.integers(1, 6)), 1.0, -1)
     specks = cv2.GaussianBlur(specks, (0, 0), 0.8)
     holes = cv2.GaussianBlur(holes, (0, 0), 0.8)
     return np.clip(np.maximum(prior, specks) - holes, 0.0, 1.0).astype(np.float32)
@@ -262,11 +263,13 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     defaults = MatteSettings(decontaminate=False)
     speck_rows = [("raw prior", None, 0.0, None)] + [
-        (f"islands/holes {area}", replace(defaults, min_island_area=area, max_hole_area=area), matte.PRIOR_RAMP, None)
-        for area in (0, 8, 16, 32, 64, 128)
-    ] + [("DEFAULTS", defaults, matte.PRIOR_RAMP, None)]
+        (f"islands {islands} / holes {holes}", replace(defaults, min_island_area=islands, max_hole_area=holes),
+         matte.PRIOR_RAMP, None)
+        for islands, holes in ((0, 0), (16, 16), (64, 64), (128, 128), (64, 0), (0, 256), (16, 256))
+    ]
+    all_priors = ("coarse", "refine", "coarse+specks", "refine+specks")
     jobs = [(row, name) for row in rows_spec for name in ("coarse", "refine")]
-    jobs += [(row, name) for row in speck_rows for name in ("coarse+specks", "refine+specks")]
+    jobs += [(row, name) for row in speck_rows for name in all_priors if row[0] != "raw prior" or "specks" in name]
     for (label, settings, ramp, subsample), prior_name in jobs:
         per_case = []
         for case in cases:
@@ -278,11 +281,10 @@ def main() -> None:
             per_case.append(evaluate(alpha, case))
         results[(label, prior_name)] = per_case
 
-    for prior_name, spec in (("coarse", rows_spec), ("refine", rows_spec),
-                             ("coarse+specks", speck_rows), ("refine+specks", speck_rows)):
+    for prior_name in ("coarse", "refine"):
         raw_sad = sum(r["SAD"] for r in results[("raw prior", prior_name)])
         table = []
-        for label, *_ in spec:
+        for label, *_ in rows_spec:
             per_case = results[(label, prior_name)]
             total = {m: sum(r[m] for r in per_case) for m in metric_names}
             total["IoU"] /= len(per_case)
@@ -299,6 +301,21 @@ def main() -> None:
             ["method"] + metric_names + ["dSAD", "worse"],
             table,
         )
+
+    table = []
+    for label, *_ in speck_rows:
+        row = [label]
+        for prior_name in all_priors:
+            total = sum(r["SAD"] for r in results[(label, prior_name)])
+            conn = sum(r["Conn"] for r in results[(label, prior_name)])
+            row += [f"{total:.3f}", f"{conn:.3f}"]
+        table.append(row)
+    print_table(
+        "Islands/holes sweep (other settings at their defaults): total SAD and Conn per prior kind; "
+        "'+specks' priors carry a segmenter's specks and pin holes",
+        ["method"] + [f"{name} {m}" for name in all_priors for m in ("SAD", "Conn")],
+        table,
+    )
 
     defaults_rows = []
     for prior_name in ("coarse", "refine"):

@@ -41,10 +41,9 @@ PRIOR_RAMP = 0.1
 #: Alpha below this (or above ``1 -`` it) is what an 8-bit export stores as 0 (255).
 _SNAP = 0.5 / 255
 
-#: Subsampling of :func:`fast_guided_filter` inside :func:`refine_alpha` is
-#: ``guided_radius // _FAST_RADIUS_PER_STEP`` clamped to ``[1, _FAST_MAX_SUBSAMPLE]``,
-#: so the subsampled window keeps a radius of at least 2 px.
-_FAST_RADIUS_PER_STEP = 2
+#: Subsampling of :func:`fast_guided_filter` inside :func:`refine_alpha`: ``guided_radius // 2``
+#: clamped to ``[2, _FAST_MAX_SUBSAMPLE]`` (1 for radius 1), so the grid is at most 4x coarser and
+#: the subsampled window keeps a radius of at least 1.
 _FAST_MAX_SUBSAMPLE = 4
 
 
@@ -618,8 +617,8 @@ class MatteSettings:
     """
 
     threshold: float = 0.5
-    min_island_area: int = 64
-    max_hole_area: int = 64
+    min_island_area: int = 16
+    max_hole_area: int = 256
     guided_radius: int = 4
     guided_eps: float = 1e-4
     feather: float = 0.0
@@ -647,7 +646,9 @@ class MatteSettings:
     @property
     def fast_subsample(self) -> int:
         """Subsampling :func:`refine_alpha` gives :func:`fast_guided_filter` at this radius."""
-        return max(1, min(_FAST_MAX_SUBSAMPLE, self.guided_radius // _FAST_RADIUS_PER_STEP))
+        if self.guided_radius <= 1:
+            return 1
+        return max(2, min(_FAST_MAX_SUBSAMPLE, self.guided_radius // 2))
 
 
 def _refine_crop(

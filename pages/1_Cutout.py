@@ -177,15 +177,16 @@ def _overlay_jpeg(ws: Workspace) -> bytes:
 def click_panel(ws: Workspace) -> None:
     session.default(CANVAS_WIDTH_KEY, CANVAS_DEFAULT_WIDTH)
     ws.canvas_width = int(st.session_state[CANVAS_WIDTH_KEY])
-    if ws.canvas_key not in st.session_state:  # (a new canvas size also gets a new key)
-        # A canvas with no state yet (new, or forgotten while another page ran) shows its
-        # initial drawing: make sure that holds exactly the clicks made so far.
-        seeded = canvas.clicks_from_canvas(ws.canvas_seed, canvas_size=ws.canvas_size, image_size=ws.picture.size)
-        if seeded != ws.selection.clicks:
-            ws.rebuild_canvas()
-    key = ws.canvas_key
+    key = ws.canvas_key  # (a new canvas size gets a new key)
     # Apply the canvas's newest points first, so the overlay drawn below already shows them.
-    _sync(ws, _canvas_drawing(st.session_state.get(key)))
+    # A canvas with no state yet (new key) will show its initial drawing: nothing to apply.
+    drawing = _canvas_drawing(st.session_state.get(key))
+    if drawing is not None:
+        _sync(ws, drawing)
+    # The canvas's initial drawing always holds the clicks made so far: when the browser
+    # re-mounts it (another page ran, an error appeared above it), it shows them all, and
+    # after a click it reloads the same points and sends them back unchanged.
+    ws.canvas_seed = ws.current_drawing()
     session.default(CLICK_MODE_KEY, "include")
     mode_col, size_col = st.columns([1, 1], vertical_alignment="bottom")
     include = (
@@ -372,7 +373,7 @@ if ws.picture is None:
     st.stop()
 detect(ws)
 detection_summary(ws)
-left, right = st.columns([1, 1], gap="large")
+left, right = st.columns([11, 9], gap="medium")
 with left:
     click_panel(ws)
 with right:

@@ -14,7 +14,7 @@ FILES_KEY = "batch_files"
 
 session.keep_widget_state()
 
-st.title("🗂️ Batch")
+st.title("Batch")
 st.markdown(
     "Cut out many pictures at once with the current detection and matte settings "
     "(the ones on the Cutout page). Files that fail are listed with the reason; the others go on."

@@ -14,7 +14,7 @@ from studio.weight_download import download_with_progress  # noqa: E402
 
 session.keep_widget_state()
 
-st.title("🧠 Models")
+st.title("Models")
 st.markdown(
     "Nukki works without any weights (the **classic** segmenter). The anime models find characters on "
     "any background and sharpen their edges; they are downloaded from the Hugging Face Hub into "

@@ -10,6 +10,10 @@ the thin layer between widgets and the engine:
 * :mod:`studio.assets` - the bundled sample pictures and backgrounds (pure).
 * :mod:`studio.limits` - upload size and pixel limits (pure).
 * :mod:`studio.workspace` - one session's picture, detection and selection (pure).
+* :mod:`studio.model_options` - which detection options can run here, and why not (pure).
+* :mod:`studio.weight_download` - downloading weights with progress (pure).
+* :mod:`studio.errors` - unexpected errors become a sentence and a server log entry (pure).
 * :mod:`studio.engine_cache` - models and detections cached across reruns (Streamlit).
 * :mod:`studio.session` - per-session state and widget persistence (Streamlit).
+* :mod:`studio.controls` - detection, matte and background widget groups (Streamlit).
 """

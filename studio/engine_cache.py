@@ -70,7 +70,9 @@ def point_segmenter() -> Segmenter:
 def _detect(digest: str, settings_key: tuple, _image: np.ndarray) -> Detection:
     settings = DetectionSettings(*settings_key)
     model, choice = segmenter(settings)
-    refiner = _refiner(settings.refine, settings.device, settings.trust_checkpoints) if settings.refine != "none" else None
+    refiner = None
+    if settings.refine != "none":
+        refiner = _refiner(settings.refine, settings.device, settings.trust_checkpoints)
     detection = pipeline.detect_characters(_image, settings, segmenter=model, refiner=refiner)
     # The pipeline only knows "a segmenter was given"; keep the reason auto chose it.
     return dataclasses.replace(detection, choice=choice)

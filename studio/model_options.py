@@ -34,7 +34,7 @@ class ModelOptions:
     def tta_reason(self) -> str:
         if self.anime_available:
             return "Detects on the mirrored picture too and averages the masks (about 2x slower)."
-        return "Flip TTA runs with the anime model. " + self.anime_reason
+        return "Flip TTA runs with the anime model, which is unavailable here (see the reason above)."
 
 
 def model_options() -> ModelOptions:

@@ -145,7 +145,8 @@ class SelectionHistory:
             chosen.add(index)
         else:
             chosen.discard(index)
-        self._push(Step("toggle", index=index, value=value), Snapshot(now.instances, frozenset(chosen), False, now.version))
+        snapshot = Snapshot(now.instances, frozenset(chosen), False, now.version)
+        self._push(Step("toggle", index=index, value=value), snapshot)
 
     def select_all(self) -> None:
         now = self._snapshots[-1]

@@ -23,8 +23,8 @@ from studio.selection import SelectionHistory
 
 #: Canvas widths a person can choose (canvas pixels; clicks map back exactly at any size).
 CANVAS_WIDTHS = (400, 480, 560, 640, 720, 840, 960)
-#: Default canvas width: fits the left column of a 1440-px-wide window.
-CANVAS_DEFAULT_WIDTH = 560
+#: Default canvas width: fits the left column of a 1366-px-wide window.
+CANVAS_DEFAULT_WIDTH = 480
 #: Tallest canvas, so portrait pictures fit on a laptop screen.
 CANVAS_MAX_HEIGHT = 720
 #: Cutouts remembered per session (preview and full quality of the current choice).
@@ -75,6 +75,8 @@ class Workspace:
     selection: SelectionHistory | None = None
     #: Bumped whenever the canvas must be rebuilt from :attr:`canvas_seed` (new picture, undo, reset).
     canvas_generation: int = 0
+    #: The canvas's ``initial_drawing``: kept equal to the clicks made, so a canvas that
+    #: the browser re-mounts (page switch, elements shifting above it) shows them all.
     canvas_seed: dict = field(default_factory=lambda: {"objects": []})
     #: Widest the canvas may be (the picture is never enlarged beyond its own size).
     canvas_width: int = CANVAS_DEFAULT_WIDTH
@@ -126,14 +128,19 @@ class Workspace:
             raise ValueError("expected a picture, got none")
         return fit_canvas(self.picture.size, max_width=self.canvas_width, max_height=CANVAS_MAX_HEIGHT)
 
-    def rebuild_canvas(self) -> None:
-        """Redraw the canvas with exactly the clicks the selection holds (after undo/reset)."""
+    def current_drawing(self) -> dict:
+        """The canvas drawing of exactly the clicks the selection holds, one point per click
+        at the centre of its picture pixel (so it maps back to the same clicks)."""
         clicks: list[Click] = self.selection.clicks if self.selection else []
         objects = []
         for click in clicks:
             x, y = image_to_canvas(click.x, click.y, canvas_size=self.canvas_size, image_size=self.picture.size)
             objects.append(point_object(x, y, include=click.include))
-        self.canvas_seed = drawing_of(objects)
+        return drawing_of(objects)
+
+    def rebuild_canvas(self) -> None:
+        """Start a fresh canvas holding exactly the selection's clicks (after undo/reset)."""
+        self.canvas_seed = self.current_drawing()
         self.canvas_generation += 1
 
     # ------------------------------------------------------------------ memo

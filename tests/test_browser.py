@@ -217,6 +217,20 @@ def test_upload_click_slider_download_in_chromium(server, browser, tmp_path):
     expect(_checkbox(page, other + 1)).not_to_be_checked()
     _settle(page)
     _shot(page, "bad-upload")
+    # The error shifted the canvas down and the browser re-mounted it: it must still hold the
+    # first click, so a second include click adds the other character instead of replacing.
+    upper = page.locator("canvas.upper-canvas").first
+    box = upper.bounding_box()
+    rows, cols = np.nonzero(scene.character_masks[other])
+    x, y = image_to_canvas(int(np.median(cols)), int(np.median(rows)), canvas_size=(canvas_h, canvas_w),
+                           image_size=(360, 640))
+    upper.click(position={"x": x * box["width"] / canvas_w, "y": y * box["height"] / canvas_h})
+    expect(_checkbox(page, other + 1)).to_be_checked(timeout=WAIT_MS)
+    expect(_checkbox(page, target + 1)).to_be_checked()
+    _settle(page)
+    page.get_by_role("button", name="↶ Undo").click()
+    expect(_checkbox(page, other + 1)).not_to_be_checked(timeout=WAIT_MS)
+    expect(_checkbox(page, target + 1)).to_be_checked()
 
     # A new background for the README: the bundled sunset behind the chosen character.
     page.get_by_text("Bundled background").click()
@@ -227,6 +241,8 @@ def test_upload_click_slider_download_in_chromium(server, browser, tmp_path):
 
     page.goto(f"{server}/Models")
     expect(page.get_by_text("Weights", exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text(re.compile("^The Cutout and Batch pages use"))).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_role("switch", name=re.compile("Anime model"))).to_be_disabled()
     _settle(page)
     _shot(page, "models")
     page.close()
