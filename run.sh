@@ -103,6 +103,8 @@ case "${1:-app}" in
   test)
     setup 1
     shift || true
+    # The browser test is part of the suite: missing Chromium is a failure, not a skip.
+    export NUKKI_REQUIRE_BROWSER=${NUKKI_REQUIRE_BROWSER:-1}
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)

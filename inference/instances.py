@@ -252,25 +252,38 @@ def tight_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def select_instances(instances: Instances, clicks: Iterable[Click]) -> list[int]:
-    """Apply clicks in order and return the chosen instance indices, sorted.
+def apply_click(instances: Instances, chosen: set[int], click: Click) -> int | None:
+    """Apply one click to the set of ``chosen`` indices, in place.
 
-    * An include click picks the best-scoring instance covering that pixel.
+    * An include click adds the best-scoring instance covering that pixel.
     * An exclude click removes the best-scoring *chosen* instance covering it.
     * A click on background (or outside the picture) changes nothing.
+
+    Returns:
+        The index added or removed, or ``None`` when the click changed nothing.
     """
     height, width = instances.image_size
+    if not (0 <= click.x < width and 0 <= click.y < height):
+        return None
+    covering = instances.covering(click.x, click.y)
+    if click.include:
+        if covering:
+            chosen.add(covering[0])
+            return covering[0]
+        return None
+    for index in covering:
+        if index in chosen:
+            chosen.discard(index)
+            return index
+    return None
+
+
+def select_instances(instances: Instances, clicks: Iterable[Click]) -> list[int]:
+    """Apply clicks in order, starting from nothing chosen; returns the chosen indices, sorted.
+
+    See :func:`apply_click` for what each click does.
+    """
     chosen: set[int] = set()
     for click in clicks:
-        if not (0 <= click.x < width and 0 <= click.y < height):
-            continue
-        covering = instances.covering(click.x, click.y)
-        if click.include:
-            if covering:
-                chosen.add(covering[0])
-        else:
-            for index in covering:
-                if index in chosen:
-                    chosen.discard(index)
-                    break
+        apply_click(instances, chosen, click)
     return sorted(chosen)

@@ -452,6 +452,12 @@ def _nonzero_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | N
 #: Chosen by ``bench/quality.py``.
 FOREGROUND_RADII = (32, 8, 2, 1)
 
+#: Blur-fusion boxes of at least this radius run on a grid ``radius // 4`` times coarser.
+_GRID_MIN_RADIUS = 8
+
+#: Side of the tiles that carry the narrow blur-fusion boxes around the edge band.
+_TILE = 16
+
 
 def estimate_foreground(
     image: np.ndarray, alpha: np.ndarray, *, radii: tuple[int, ...] = FOREGROUND_RADII
@@ -468,8 +474,9 @@ def estimate_foreground(
     multi-level method of Germer et al.: the wide ones reach across broad soft
     edges, the narrow ones pick up the local colours of cel-shaded art
     (``bench/quality.py`` compares choices). Boxes of radius 8 and more are
-    computed on a grid ``radius // 4`` times coarser. Only the edge band changes:
-    pixels with alpha 1 (and 0) keep the picture's colour.
+    computed on a grid ``radius // 4`` times coarser, narrower ones only on small
+    tiles along the edge band. Only the band changes: pixels with alpha 1 (and 0)
+    keep the picture's colour.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
@@ -485,8 +492,9 @@ def estimate_foreground(
         raise ValueError(f"expected radii as a non-empty tuple of ints >= 1, got {radii!r}")
     radii = tuple(_check_count(r, "each radius", minimum=1) for r in radii)
     out = image.copy()
-    # 0 < alpha < 1 in one pass: inRange bounds are inclusive.
-    band = cv2.inRange(alpha, float(np.nextafter(np.float32(0), np.float32(1))), float(np.nextafter(np.float32(1), np.float32(0))))
+    # 0 < alpha < 1 in one pass (inRange bounds are inclusive).
+    lowest, highest = np.nextafter(np.float32(0), np.float32(1)), np.nextafter(np.float32(1), np.float32(0))
+    band = cv2.inRange(alpha, float(lowest), float(highest))
     box = _nonzero_box(band, max(radii) + 1)
     if box is None:
         return out
@@ -495,36 +503,45 @@ def estimate_foreground(
     crop_image = image[y0:y1, x0:x1]
     height, width = crop_alpha.shape
     ys, xs = np.divmod(np.flatnonzero(band[y0:y1, x0:x1]), width)
-    flat = ys * width + xs  # band positions in the contiguous full-size planes below
     band_alpha = crop_alpha[ys, xs]
     band_one_minus_alpha = np.float32(1.0) - band_alpha
     band_I = crop_image[ys, xs].astype(np.float32)
-    scratch = np.empty((height, width), np.float32)
 
     # Off the band alpha is 0 or 1, so there alpha F = alpha I and (1 - alpha) B =
-    # (1 - alpha) I whatever the estimates: each step only corrects band pixels of the
-    # fixed planes alpha I and (1 - alpha) I. Coarse steps add those corrections to the
-    # area-averaged grid cells directly; fine steps write them into the plane and back.
-    steps = [_FusionStep.plan(r, height, width, xs, ys) for r in radii]
+    # (1 - alpha) I whatever the estimates: every step is the box mean of those two
+    # fixed planes plus corrections at the band pixels only.
+    grids = {r: _CoarseGrid(r, height, width, xs, ys) for r in radii if r >= _GRID_MIN_RADIUS}
+    narrow = [r for r in radii if r < _GRID_MIN_RADIUS]
+    tiles = _BandTiles(crop_alpha, ys, xs, max(narrow)) if narrow else None
+    weights = {r: grid.box_mean_at_band(grid.shrink(crop_alpha), None) for r, grid in grids.items()}
+    if tiles is not None:
+        weights.update({r: tiles.box_mean_at_band(tiles.alpha, r, None) for r in narrow})
+    # Grid means of I for (1 - alpha) I = I - alpha I; alpha I is formed once per channel.
+    image_small = {r: grid.shrink(crop_image).astype(np.float32) for r, grid in grids.items()}
     alpha_I = np.empty((height, width), np.float32)
-    complement_I = np.empty((height, width), np.float32)
-    np.copyto(alpha_I, crop_alpha)
-    for step in steps:
-        step.weight = step.box_mean_at_band(alpha_I, flat, scratch, None)
-    F = np.empty((flat.size, 3), np.float32)
+    F = np.empty((ys.size, 3), np.float32)
     for c in range(3):  # the channels are independent; alpha is shared
-        np.copyto(complement_I, crop_image[:, :, c])
-        np.multiply(complement_I, crop_alpha, out=alpha_I)
-        complement_I -= alpha_I
+        alpha_I_small, complement_I_small = {}, {}
+        if grids:
+            np.multiply(crop_image[:, :, c], crop_alpha, out=alpha_I)
+            for r, grid in grids.items():
+                alpha_I_small[r] = grid.shrink(alpha_I)
+                complement_I_small[r] = image_small[r][:, :, c] - alpha_I_small[r]
+        if tiles is not None:
+            tile_alpha_I, tile_complement_I = tiles.weighted_planes(crop_image, c)
         I_c = band_I[:, c]
         F_c, B_c = I_c, I_c  # start from F = B = I
-        for step in steps:
+        for r in radii:
             correction_F = band_alpha * (F_c - I_c)
             correction_B = band_one_minus_alpha * (B_c - I_c)
-            mean_F = step.box_mean_at_band(alpha_I, flat, scratch, correction_F)
-            mean_F /= np.maximum(step.weight, np.float32(1e-6))
-            mean_B = step.box_mean_at_band(complement_I, flat, scratch, correction_B)
-            mean_B /= np.maximum(np.float32(1.0) - step.weight, np.float32(1e-6))
+            if r in grids:
+                mean_F = grids[r].box_mean_at_band(alpha_I_small[r], correction_F)
+                mean_B = grids[r].box_mean_at_band(complement_I_small[r], correction_B)
+            else:
+                mean_F = tiles.box_mean_at_band(tile_alpha_I, r, correction_F)
+                mean_B = tiles.box_mean_at_band(tile_complement_I, r, correction_B)
+            mean_F /= np.maximum(weights[r], np.float32(1e-6))
+            mean_B /= np.maximum(np.float32(1.0) - weights[r], np.float32(1e-6))
             # residual = I - alpha F - (1 - alpha) B; F gets the alpha share, B the rest.
             residual = I_c - band_alpha * mean_F - band_one_minus_alpha * mean_B
             F_c = mean_F + band_alpha * residual
@@ -545,58 +562,80 @@ def _as_sample_map(positions: np.ndarray) -> np.ndarray:
     return padded.reshape(rows, 1024)
 
 
-class _FusionStep:
-    """One blur-fusion box: its radius, and where the band pixels sit on its grid."""
+class _CoarseGrid:
+    """A wide blur-fusion box evaluated on a grid ``radius // 4`` times coarser than the crop."""
 
-    def __init__(self, radius: int, step: int, grid: tuple[int, int], cells: np.ndarray | None,
-                 sample_x: np.ndarray | None, sample_y: np.ndarray | None) -> None:
-        self.radius = radius
-        self.step = step
-        self.grid = grid
-        self.cells = cells
-        self.sample_x = sample_x
-        self.sample_y = sample_y
-        self.weight = np.empty(0, np.float32)
-
-    @classmethod
-    def plan(cls, radius: int, height: int, width: int, xs: np.ndarray, ys: np.ndarray) -> _FusionStep:
-        step = max(1, min(8, radius // 4, height, width))
-        if step == 1:
-            return cls(radius, 1, (width, height), None, None, None)
+    def __init__(self, radius: int, height: int, width: int, xs: np.ndarray, ys: np.ndarray) -> None:
+        self.step = max(1, min(8, radius // 4, height, width))
+        self.radius = max(1, round(radius / self.step))
         # The grid covers the largest multiple of `step` (OpenCV's fast exact area
         # resize); band pixels past it add to no cell and read the grid's last samples.
-        grid = (width // step, height // step)
-        inside = (xs < grid[0] * step) & (ys < grid[1] * step)
-        cells = np.where(inside, (ys // step) * grid[0] + xs // step, grid[0] * grid[1])
-        sample_x = _as_sample_map((xs + 0.5) / step - 0.5)
-        sample_y = _as_sample_map((ys + 0.5) / step - 0.5)
-        return cls(radius, step, grid, cells, sample_x, sample_y)
+        self.size = (width // self.step, height // self.step)
+        grid_w, grid_h = self.size
+        inside = (xs < grid_w * self.step) & (ys < grid_h * self.step)
+        self.cells = np.where(inside, (ys // self.step) * grid_w + xs // self.step, grid_w * grid_h)
+        self.sample_x = _as_sample_map((xs + 0.5) / self.step - 0.5)
+        self.sample_y = _as_sample_map((ys + 0.5) / self.step - 0.5)
+        self.count = xs.size
 
-    def box_mean_at_band(
-        self, plane: np.ndarray, flat: np.ndarray, scratch: np.ndarray, correction: np.ndarray | None
-    ) -> np.ndarray:
-        """Box mean of ``plane`` (plus ``correction`` added at the band pixels) at the band pixels.
+    def shrink(self, plane: np.ndarray) -> np.ndarray:
+        """Area mean of each grid cell of a crop-sized plane (any channels)."""
+        grid_w, grid_h = self.size
+        covered = plane[: grid_h * self.step, : grid_w * self.step]
+        return cv2.resize(covered, self.size, interpolation=cv2.INTER_AREA)
 
-        ``plane`` is contiguous; it is changed during the call and restored. ``scratch``
-        is a spare plane of the same shape.
-        """
-        if self.step == 1:
-            if correction is None:
-                return _box_mean(plane, self.radius, out=scratch).ravel()[flat]
-            values = plane.ravel()
-            original = values[flat]
-            values[flat] = original + correction
-            means = _box_mean(plane, self.radius, out=scratch).ravel()[flat]
-            values[flat] = original
-            return means
-        grid_w, grid_h = self.grid
-        small = cv2.resize(plane[: grid_h * self.step, : grid_w * self.step], self.grid, interpolation=cv2.INTER_AREA)
+    def box_mean_at_band(self, small: np.ndarray, correction: np.ndarray | None) -> np.ndarray:
+        """Box mean at the band pixels of a shrunk plane plus ``correction`` at the band pixels."""
+        grid_w, grid_h = self.size
         if correction is not None:
             cell_sums = np.bincount(self.cells, weights=correction, minlength=grid_w * grid_h + 1)
-            small += (cell_sums[:-1] / (self.step * self.step)).astype(np.float32).reshape(grid_h, grid_w)
-        small = _box_mean(small, max(1, round(self.radius / self.step)))
-        sampled = cv2.remap(small, self.sample_x, self.sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return sampled.ravel()[: flat.size]
+            small = small + (cell_sums[:-1] / (self.step * self.step)).astype(np.float32).reshape(grid_h, grid_w)
+        means = _box_mean(small, self.radius)
+        sampled = cv2.remap(means, self.sample_x, self.sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return sampled.ravel()[: self.count]
+
+
+class _BandTiles:
+    """The crop's ``_TILE``-pixel tiles that hold band pixels, each with a ``halo``-pixel
+    margin, stacked into one tall mosaic so narrow box filters run on them alone."""
+
+    def __init__(self, crop_alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray, halo: int) -> None:
+        height, width = crop_alpha.shape
+        tiles_x = -(-width // _TILE)
+        tile_of_pixel = (ys // _TILE) * tiles_x + xs // _TILE
+        tile_ids, self.band_tile = np.unique(tile_of_pixel, return_inverse=True)
+        side = _TILE + 2 * halo
+        offsets = np.arange(side) - halo
+        # Rows and columns of every mosaic pixel in the crop; the crop's margin keeps
+        # the halos inside it except at the picture's border, where they repeat the edge.
+        self.rows = np.clip((tile_ids // tiles_x)[:, None] * _TILE + offsets, 0, height - 1)[:, :, None]
+        self.cols = np.clip((tile_ids % tiles_x)[:, None] * _TILE + offsets, 0, width - 1)[:, None, :]
+        self.shape = (tile_ids.size * side, side)
+        local_y = ys % _TILE + halo
+        local_x = xs % _TILE + halo
+        self.band = (self.band_tile * side + local_y) * side + local_x
+        self.alpha = np.ascontiguousarray(crop_alpha[self.rows, self.cols].reshape(self.shape))
+
+    def weighted_planes(self, crop_image: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
+        """``alpha I`` and ``(1 - alpha) I`` of one colour channel on the mosaic."""
+        I_c = crop_image[self.rows, self.cols, channel].reshape(self.shape).astype(np.float32)
+        alpha_I = I_c * self.alpha
+        I_c -= alpha_I
+        return alpha_I, I_c
+
+    def box_mean_at_band(self, plane: np.ndarray, radius: int, correction: np.ndarray | None) -> np.ndarray:
+        """Box mean at the band pixels of a mosaic plane plus ``correction`` at the band pixels.
+
+        ``plane`` is changed during the call and restored.
+        """
+        if correction is None:
+            return _box_mean(plane, radius).ravel()[self.band]
+        values = plane.ravel()
+        original = values[self.band]
+        values[self.band] = original + correction
+        means = _box_mean(plane, radius).ravel()[self.band]
+        values[self.band] = original
+        return means
 
 
 # ---------------------------------------------------------------------------- settings and pipeline

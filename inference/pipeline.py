@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.composite import Background, composite_over, render_background
-from inference.instances import Click, Instances, select_instances
+from inference.instances import Click, Instances, apply_click
 from inference.matte import MatteSettings, estimate_foreground, refine_alpha
 from inference.segmenter import (
     BackendChoice,
@@ -112,10 +112,21 @@ def add_characters_at_clicks(
 
 
 def choose_characters(instances: Instances, clicks: Sequence[Click]) -> list[int]:
-    """The chosen indices; with no clicks at all, every character is chosen."""
-    if not clicks:
-        return list(range(len(instances)))
-    return select_instances(instances, clicks)
+    """The chosen indices after ``clicks``, as the studio shows them.
+
+    Every character is chosen until a click changes something, so a stray click
+    never empties the cutout: the first include click that hits a character
+    starts from nobody and adds it; an exclude click drops its character from
+    everyone; a click on background changes nothing. After that, clicks follow
+    :func:`~inference.instances.apply_click`.
+    """
+    chosen = set(range(len(instances)))
+    untouched = True
+    for click in clicks:
+        trial = set() if (untouched and click.include) else set(chosen)
+        if apply_click(instances, trial, click) is not None:
+            chosen, untouched = trial, False
+    return sorted(chosen)
 
 
 def render_cutout(image: np.ndarray, instances: Instances, selected: Sequence[int], matte: MatteSettings) -> Cutout:

@@ -2,12 +2,11 @@
 
 A :class:`SelectionHistory` starts from one detection with every character
 chosen ("untouched"). Clicks follow the engine's rules
-(:func:`inference.pipeline.choose_characters`): the first include click that
-hits a character starts from nobody and adds that character, an exclude click
-drops the best-scoring chosen character under it. Two differences, both so a
-stray click never empties the cutout: while untouched, a click that hits
-nothing changes nothing, and an exclude click drops its character from
-everyone (the engine would start from nobody). Checkboxes and select all/none set the
+(:func:`inference.pipeline.choose_characters`, one click at a time through
+:func:`inference.instances.apply_click`): the first include click that hits a
+character starts from nobody and adds it, an exclude click drops the
+best-scoring chosen character under it, and while untouched a click that hits
+nothing changes nothing, so a stray click never empties the cutout. Checkboxes and select all/none set the
 choice directly. Every change is one step that :meth:`SelectionHistory.undo`
 takes back; an include click on the background may add a new character
 (the classic segmenter's point prompt), and undoing that click removes it again.
@@ -20,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from inference.instances import Click, Instances
+from inference.instances import Click, Instances, apply_click
 
 #: Cuts out something new under an include click that hits no character:
 #: ``(instances, click) -> instances`` (the same object when nothing was found).
@@ -107,24 +106,12 @@ class SelectionHistory:
         instances = now.instances
         chosen = set() if (now.untouched and click.include) else set(now.selected)
         height, width = instances.image_size
-        hit: int | None = None
-        if 0 <= click.x < width and 0 <= click.y < height:
-            covering = instances.covering(click.x, click.y)
-            if click.include and not covering and add_at is not None:
-                grown = add_at(instances, click)
-                if grown is not instances and len(grown) > len(instances):
-                    instances = grown
-                    covering = instances.covering(click.x, click.y)
-            if click.include:
-                if covering:
-                    hit = covering[0]
-                    chosen.add(hit)
-            else:
-                for index in covering:
-                    if index in chosen:
-                        hit = index
-                        chosen.discard(index)
-                        break
+        inside = 0 <= click.x < width and 0 <= click.y < height
+        if inside and click.include and add_at is not None and not instances.covering(click.x, click.y):
+            grown = add_at(instances, click)
+            if len(grown) > len(instances):
+                instances = grown
+        hit = apply_click(instances, chosen, click)
         untouched = now.untouched and hit is None
         if untouched:
             chosen = set(now.selected)

@@ -72,10 +72,17 @@ def test_point_prompt_adds_only_where_nothing_is_covered():
     assert choose_characters(grown, [Click(20, 20), Click(40, 35)]) == [0, 1]
 
 
-def test_no_clicks_chooses_everything():
-    seg = SquareSegmenter()
-    inst = seg.segment(np.zeros((40, 50, 3), np.uint8))
-    assert choose_characters(inst, []) == [0]
+def test_choice_starts_with_everyone_until_a_click_changes_something():
+    size = (20, 40)
+    masks = [np.zeros(size, np.float32) for _ in range(2)]
+    masks[0][2:10, 2:10] = 1
+    masks[1][2:10, 20:30] = 1
+    inst = Instances.from_full_masks(masks, [0.9, 0.8], "test")
+    assert choose_characters(inst, []) == [0, 1]
+    assert choose_characters(inst, [Click(35, 18)]) == [0, 1]  # background: nothing changes
+    assert choose_characters(inst, [Click(25, 5)]) == [1]  # first include hit: only that one
+    assert choose_characters(inst, [Click(25, 5, include=False)]) == [0]  # exclude from everyone
+    assert choose_characters(inst, [Click(25, 5), Click(5, 5), Click(25, 5, include=False)]) == [0]
 
 
 def test_render_cutout_on_a_scene_and_preview():
