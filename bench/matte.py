@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from inference.composite import composite_over  # noqa: E402
 from inference.matte import (  # noqa: E402
     MatteSettings,
     estimate_foreground,
@@ -45,16 +46,6 @@ from inference.matte import (  # noqa: E402
     refine_alpha,
 )
 from tests.scenes import make_scene, refine_net_like  # noqa: E402
-
-try:
-    from inference.composite import composite_over
-except ImportError:  # the lead's module is not there yet: a local stand-in with the same maths
-    def composite_over(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
-        a = alpha[:, :, None]
-        return (foreground * a + background * (1.0 - a) + 0.5).astype(np.uint8)
-
-    print("note: inference.composite not found, using a stand-in composite_over")
-
 
 SIZES = {
     "1 MP (1024x1024)": (1024, 1024),
@@ -134,13 +125,13 @@ def main() -> None:
                timed(lambda: rerender(replace(fast, decontaminate=False)), args.repeat))
         full = max(3, args.repeat // 3)
         radius, eps = defaults.guided_radius, defaults.guided_eps
-        record(f"full frame guided_filter r={radius}", column, timed(lambda: guided_filter(image, prior, radius, eps), full))
+        record(f"full frame guided_filter r={radius}", column,
+               timed(lambda: guided_filter(image, prior, radius, eps), full))
         record(f"full frame fast_guided_filter r={radius} s={fast.fast_subsample}", column,
                timed(lambda: fast_guided_filter(image, prior, radius, eps, fast.fast_subsample), full))
         record(f"full frame cv2.ximgproc.guidedFilter r={radius}", column,
                timed(lambda: cv2.ximgproc.guidedFilter(image, prior, radius, eps * 255.0**2), full))
-        record("(edge band pixels, 0<alpha<1)", column, (band, band))
-        rows["(edge band pixels, 0<alpha<1)"][column] = f"{band:>16d}"
+        rows.setdefault("(edge band pixels, 0<alpha<1)", {})[column] = f"{band:d}"
 
     width = max(len(label) for label in rows)
     print("\nmilliseconds, median / min")

@@ -18,8 +18,17 @@ to re-run on every slider change of the app:
   and the command line drive it.
 
 Conventions: ``image`` ``(H, W, 3)`` uint8 RGB, ``mask`` ``(H, W)`` bool,
-``alpha`` ``(H, W)`` float32 in ``[0, 1]``. The defaults of
-:class:`MatteSettings` were chosen by ``bench/quality.py`` (see its output).
+``alpha`` ``(H, W)`` float32 in ``[0, 1]``.
+
+The defaults of :class:`MatteSettings` were chosen with ``bench/quality.py``
+(synthetic 1920x1080 scenes with known alpha). In short: a hard threshold of a
+refine net's blurred prior already beats the prior itself; keeping the prior's
+soft values costs accuracy, keeping only its sub-pixel edge position
+(:data:`PRIOR_RAMP`) helps a little; a colour-guided filter of radius 4 and a
+small eps (1e-4, colour steps of a few levels count as edges) snaps the mask to
+the line art, while larger radii or eps blur it; removing islands costs thin
+hair fragments, so islands stay small (16 px) while holes up to 256 px are
+filled. ``bench/matte.py`` times every stage.
 """
 
 from __future__ import annotations
@@ -61,8 +70,8 @@ def _check_image(image: object, what: str = "image") -> np.ndarray:
 
 
 def _check_map(values: object, shape: tuple[int, int], what: str) -> np.ndarray:
-    """A float ``(H, W)`` map of the given shape, as float32."""
-    if not isinstance(values, np.ndarray) or values.ndim != 2 or values.dtype.kind not in "fiub":
+    """A float (or bool) ``(H, W)`` map of the given shape, as float32."""
+    if not isinstance(values, np.ndarray) or values.ndim != 2 or values.dtype.kind not in "fb":
         raise ValueError(f"expected {what} as an (H, W) float array, got {_describe(values)}")
     if values.shape != shape:
         raise ValueError(f"expected {what} of shape {shape}, got {values.shape}")
@@ -91,9 +100,10 @@ def _check_positive_float(value: object, what: str, *, allow_zero: bool) -> floa
 
 
 # ---------------------------------------------------------------------------- guided filter
-# Memory note: on the machines Nukki targets, touching fresh memory costs about as
-# much as the arithmetic (page faults), so the filters below update arrays in place
-# and reuse dead buffers instead of letting numpy allocate a temporary per operation.
+# Memory note: on the 2-core machines bench/matte.py runs on, first touching fresh
+# memory (page faults) costs about as much as the arithmetic on it, so the code below
+# updates arrays in place and reuses dead buffers instead of letting numpy allocate a
+# temporary per operation, and works on crops, coarse grids and band tiles.
 
 
 def _box_mean(x: np.ndarray, radius: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -452,7 +462,7 @@ def _nonzero_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | N
 #: Chosen by ``bench/quality.py``.
 FOREGROUND_RADII = (32, 8, 2, 1)
 
-#: Blur-fusion boxes of at least this radius run on a grid ``radius // 4`` times coarser.
+#: Blur-fusion boxes of at least this radius run on a grid ``radius // 2`` (at most 8) times coarser.
 _GRID_MIN_RADIUS = 8
 
 #: Side of the tiles that carry the narrow blur-fusion boxes around the edge band.
@@ -474,8 +484,8 @@ def estimate_foreground(
     multi-level method of Germer et al.: the wide ones reach across broad soft
     edges, the narrow ones pick up the local colours of cel-shaded art
     (``bench/quality.py`` compares choices). Boxes of radius 8 and more are
-    computed on a grid ``radius // 4`` times coarser, narrower ones only on small
-    tiles along the edge band. Only the band changes: pixels with alpha 1 (and 0)
+    computed on a grid ``radius // 2`` (at most 8) times coarser, narrower ones
+    only on small tiles along the edge band. Only the band changes: pixels with alpha 1 (and 0)
     keep the picture's colour.
 
     Args:
@@ -487,56 +497,50 @@ def estimate_foreground(
         ``(H, W, 3)`` uint8 RGB foreground colour (a new array).
     """
     image = _check_image(image)
-    alpha = _check_map(alpha, image.shape[:2], "alpha")
+    alpha = np.ascontiguousarray(_check_map(alpha, image.shape[:2], "alpha"))
     if not isinstance(radii, (tuple, list)) or not radii:
         raise ValueError(f"expected radii as a non-empty tuple of ints >= 1, got {radii!r}")
     radii = tuple(_check_count(r, "each radius", minimum=1) for r in radii)
+    image = np.ascontiguousarray(image)
     out = image.copy()
-    # 0 < alpha < 1 in one pass (inRange bounds are inclusive).
-    lowest, highest = np.nextafter(np.float32(0), np.float32(1)), np.nextafter(np.float32(1), np.float32(0))
-    band = cv2.inRange(alpha, float(lowest), float(highest))
+    band = alpha > 0
+    band &= alpha < 1
     box = _nonzero_box(band, max(radii) + 1)
     if box is None:
         return out
     x0, y0, x1, y1 = box
-    crop_alpha = alpha[y0:y1, x0:x1]
-    crop_image = image[y0:y1, x0:x1]
-    height, width = crop_alpha.shape
-    ys, xs = np.divmod(np.flatnonzero(band[y0:y1, x0:x1]), width)
-    band_alpha = crop_alpha[ys, xs]
+    ys, xs = np.divmod(np.flatnonzero(band[y0:y1, x0:x1]), x1 - x0)
+    ys += y0
+    xs += x0
+    at_band = ys * image.shape[1] + xs  # flat positions in the picture
+    band_alpha = alpha.ravel()[at_band]
     band_one_minus_alpha = np.float32(1.0) - band_alpha
-    band_I = crop_image[ys, xs].astype(np.float32)
+    band_I = image.reshape(-1, 3)[at_band].astype(np.float32)
 
     # Off the band alpha is 0 or 1, so there alpha F = alpha I and (1 - alpha) B =
     # (1 - alpha) I whatever the estimates: every step is the box mean of those two
     # fixed planes plus corrections at the band pixels only.
-    grids = {r: _CoarseGrid(r, height, width, xs, ys) for r in radii if r >= _GRID_MIN_RADIUS}
+    wide = [r for r in radii if r >= _GRID_MIN_RADIUS]
     narrow = [r for r in radii if r < _GRID_MIN_RADIUS]
-    tiles = _BandTiles(crop_alpha, ys, xs, max(narrow)) if narrow else None
-    weights = {r: grid.box_mean_at_band(grid.shrink(crop_alpha), None) for r, grid in grids.items()}
+    grids = _CoarseGrids(image, alpha, band_I, band_alpha, box, ys - y0, xs - x0, wide) if wide else None
+    tiles = _BandTiles(image, alpha, band, ys, xs, max(narrow)) if narrow else None
+    weights: dict[int, np.ndarray] = {}  # box means of alpha at the band, per radius
+    if grids is not None:
+        weights.update({r: grids.box_mean_at_band(r, grids.alpha[r], None) for r in wide})
     if tiles is not None:
         weights.update({r: tiles.box_mean_at_band(tiles.alpha, r, None) for r in narrow})
-    # Grid means of I for (1 - alpha) I = I - alpha I; alpha I is formed once per channel.
-    image_small = {r: grid.shrink(crop_image).astype(np.float32) for r, grid in grids.items()}
-    alpha_I = np.empty((height, width), np.float32)
     F = np.empty((ys.size, 3), np.float32)
     for c in range(3):  # the channels are independent; alpha is shared
-        alpha_I_small, complement_I_small = {}, {}
-        if grids:
-            np.multiply(crop_image[:, :, c], crop_alpha, out=alpha_I)
-            for r, grid in grids.items():
-                alpha_I_small[r] = grid.shrink(alpha_I)
-                complement_I_small[r] = image_small[r][:, :, c] - alpha_I_small[r]
         if tiles is not None:
-            tile_alpha_I, tile_complement_I = tiles.weighted_planes(crop_image, c)
+            tile_alpha_I, tile_complement_I = tiles.weighted_planes(c)
         I_c = band_I[:, c]
         F_c, B_c = I_c, I_c  # start from F = B = I
         for r in radii:
             correction_F = band_alpha * (F_c - I_c)
             correction_B = band_one_minus_alpha * (B_c - I_c)
-            if r in grids:
-                mean_F = grids[r].box_mean_at_band(alpha_I_small[r], correction_F)
-                mean_B = grids[r].box_mean_at_band(complement_I_small[r], correction_B)
+            if r >= _GRID_MIN_RADIUS:
+                mean_F = grids.box_mean_at_band(r, grids.alpha_I[r][c], correction_F)
+                mean_B = grids.box_mean_at_band(r, grids.complement_I[r][c], correction_B)
             else:
                 mean_F = tiles.box_mean_at_band(tile_alpha_I, r, correction_F)
                 mean_B = tiles.box_mean_at_band(tile_complement_I, r, correction_B)
@@ -550,7 +554,7 @@ def estimate_foreground(
 
     np.clip(F, 0.0, 255.0, out=F)
     F += np.float32(0.5)
-    out[y0 + ys, x0 + xs] = F.astype(np.uint8)
+    out.reshape(-1, 3)[at_band] = F.astype(np.uint8)
     return out
 
 
@@ -562,63 +566,123 @@ def _as_sample_map(positions: np.ndarray) -> np.ndarray:
     return padded.reshape(rows, 1024)
 
 
-class _CoarseGrid:
-    """A wide blur-fusion box evaluated on a grid ``radius // 4`` times coarser than the crop."""
+class _CoarseGrids:
+    """The wide blur-fusion boxes, each on a grid ``radius // 2`` (at most 8) times coarser than the crop.
 
-    def __init__(self, radius: int, height: int, width: int, xs: np.ndarray, ys: np.ndarray) -> None:
-        self.step = max(1, min(8, radius // 4, height, width))
-        self.radius = max(1, round(radius / self.step))
-        # The grid covers the largest multiple of `step` (OpenCV's fast exact area
-        # resize); band pixels past it add to no cell and read the grid's last samples.
-        self.size = (width // self.step, height // self.step)
-        grid_w, grid_h = self.size
-        inside = (xs < grid_w * self.step) & (ys < grid_h * self.step)
-        self.cells = np.where(inside, (ys // self.step) * grid_w + xs // self.step, grid_w * grid_h)
-        self.sample_x = _as_sample_map((xs + 0.5) / self.step - 0.5)
-        self.sample_y = _as_sample_map((ys + 0.5) / self.step - 0.5)
-        self.count = xs.size
+    Per radius it holds the grid means of ``alpha``, ``alpha I`` and ``(1 - alpha) I``.
+    Off the band ``alpha I`` is the picture where alpha is 1 and 0 elsewhere, so the
+    grids come from the uint8 picture with the solid part masked, plus the band's own
+    ``alpha I`` added per cell: no full-size float plane is ever made. Coarser grids
+    are averaged from the finest one when their steps divide evenly.
+    """
 
-    def shrink(self, plane: np.ndarray) -> np.ndarray:
-        """Area mean of each grid cell of a crop-sized plane (any channels)."""
-        grid_w, grid_h = self.size
-        covered = plane[: grid_h * self.step, : grid_w * self.step]
-        return cv2.resize(covered, self.size, interpolation=cv2.INTER_AREA)
+    def __init__(
+        self,
+        image: np.ndarray,
+        alpha: np.ndarray,
+        band_I: np.ndarray,
+        band_alpha: np.ndarray,
+        box: tuple[int, int, int, int],
+        ys: np.ndarray,
+        xs: np.ndarray,
+        radii: list[int],
+    ) -> None:
+        x0, y0, x1, y1 = box
+        crop_image = image[y0:y1, x0:x1]
+        crop_alpha = alpha[y0:y1, x0:x1]
+        height, width = crop_alpha.shape
+        solid = (crop_alpha >= 1).view(np.uint8)
+        solid_image = np.zeros(crop_image.shape, np.uint8)
+        cv2.copyTo(crop_image, solid, solid_image)
+        band_alpha_I = band_I * band_alpha[:, None]
+        self.count = ys.size
+        self.plans: dict[int, tuple[int, int, tuple[int, int], np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.alpha: dict[int, np.ndarray] = {}
+        self.alpha_I: dict[int, list[np.ndarray]] = {}
+        self.complement_I: dict[int, list[np.ndarray]] = {}
+        steps = {radius: max(1, min(8, radius // 2, height, width)) for radius in radii}
+        finest = min(steps.values())
 
-    def box_mean_at_band(self, small: np.ndarray, correction: np.ndarray | None) -> np.ndarray:
-        """Box mean at the band pixels of a shrunk plane plus ``correction`` at the band pixels."""
-        grid_w, grid_h = self.size
+        def shrink(plane: np.ndarray, step: int) -> np.ndarray:
+            # The grid covers the largest multiple of `step` (OpenCV's fast exact area
+            # resize); band pixels past it add to no cell and read the grid's last samples.
+            size = (plane.shape[1] // step, plane.shape[0] // step)
+            covered = plane[: size[1] * step, : size[0] * step]
+            return cv2.resize(covered, size, interpolation=cv2.INTER_AREA).astype(np.float32, copy=False)
+
+        fine = [shrink(plane, finest) for plane in (crop_alpha, crop_image, solid_image)]
+        for radius, step in steps.items():
+            if step == finest:
+                alpha_small, image_small, solid_small = fine
+            elif step % finest == 0:
+                alpha_small, image_small, solid_small = (shrink(grid, step // finest) for grid in fine)
+            else:
+                alpha_small, image_small, solid_small = (shrink(p, step) for p in (crop_alpha, crop_image, solid_image))
+            grid_h, grid_w = alpha_small.shape
+            inside = (xs < grid_w * step) & (ys < grid_h * step)
+            cells = np.where(inside, (ys // step) * grid_w + xs // step, grid_w * grid_h)
+            sample_x = _as_sample_map((xs + 0.5) / step - 0.5)
+            sample_y = _as_sample_map((ys + 0.5) / step - 0.5)
+            self.plans[radius] = (step, max(1, round(radius / step)), (grid_w, grid_h), cells, sample_x, sample_y)
+            self.alpha[radius] = alpha_small
+            alpha_I = [np.ascontiguousarray(solid_small[:, :, c]) for c in range(3)]
+            for c in range(3):
+                np.add.at(alpha_I[c].reshape(-1), cells[inside], band_alpha_I[inside, c] / (step * step))
+            self.alpha_I[radius] = alpha_I
+            self.complement_I[radius] = [image_small[:, :, c] - alpha_I[c] for c in range(3)]
+
+    def box_mean_at_band(self, radius: int, small: np.ndarray, correction: np.ndarray | None) -> np.ndarray:
+        """Box mean at the band pixels of a grid plane plus ``correction`` added at the band pixels."""
+        step, grid_radius, (grid_w, grid_h), cells, sample_x, sample_y = self.plans[radius]
         if correction is not None:
-            cell_sums = np.bincount(self.cells, weights=correction, minlength=grid_w * grid_h + 1)
-            small = small + (cell_sums[:-1] / (self.step * self.step)).astype(np.float32).reshape(grid_h, grid_w)
-        means = _box_mean(small, self.radius)
-        sampled = cv2.remap(means, self.sample_x, self.sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            cell_sums = np.bincount(cells, weights=correction / (step * step), minlength=grid_w * grid_h + 1)
+            small = small + cell_sums[:-1].reshape(grid_h, grid_w).astype(np.float32)
+        means = _box_mean(small, grid_radius)
+        sampled = cv2.remap(means, sample_x, sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return sampled.ravel()[: self.count]
 
 
+def _mirrored(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices past ``[0, size)`` mirrored back (``cv2.BORDER_REFLECT``: ``cba|abc|cba``)."""
+    index = np.where(index < 0, -index - 1, index)
+    index = np.where(index >= size, 2 * size - index - 1, index)
+    return np.clip(index, 0, size - 1)  # only reached by windows wider than the picture
+
+
 class _BandTiles:
-    """The crop's ``_TILE``-pixel tiles that hold band pixels, each with a ``halo``-pixel
+    """The picture's ``_TILE``-pixel tiles that hold band pixels, each with a ``halo``-pixel
     margin, stacked into one tall mosaic so narrow box filters run on them alone."""
 
-    def __init__(self, crop_alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray, halo: int) -> None:
-        height, width = crop_alpha.shape
+    def __init__(self, image: np.ndarray, alpha: np.ndarray, band: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                 halo: int) -> None:
+        height, width = alpha.shape
         tiles_x = -(-width // _TILE)
         tile_of_pixel = (ys // _TILE) * tiles_x + xs // _TILE
-        tile_ids, self.band_tile = np.unique(tile_of_pixel, return_inverse=True)
+        tile_index = np.zeros(tiles_x * -(-height // _TILE), np.int64)
+        tile_index[tile_of_pixel] = 1
+        tile_ids = np.flatnonzero(tile_index)
+        tile_index[tile_ids] = np.arange(tile_ids.size)
+        band_tile = tile_index[tile_of_pixel]
         side = _TILE + 2 * halo
         offsets = np.arange(side) - halo
-        # Rows and columns of every mosaic pixel in the crop; the crop's margin keeps
-        # the halos inside it except at the picture's border, where they repeat the edge.
-        self.rows = np.clip((tile_ids // tiles_x)[:, None] * _TILE + offsets, 0, height - 1)[:, :, None]
-        self.cols = np.clip((tile_ids % tiles_x)[:, None] * _TILE + offsets, 0, width - 1)[:, None, :]
+        # Picture rows and columns of every mosaic pixel; halos past the picture's
+        # border mirror it like every other box filter here.
+        rows = _mirrored((tile_ids // tiles_x)[:, None] * _TILE + offsets, height)
+        cols = _mirrored((tile_ids % tiles_x)[:, None] * _TILE + offsets, width)
+        source = (rows[:, :, None] * width + cols[:, None, :]).reshape(-1)
         self.shape = (tile_ids.size * side, side)
-        local_y = ys % _TILE + halo
-        local_x = xs % _TILE + halo
-        self.band = (self.band_tile * side + local_y) * side + local_x
-        self.alpha = np.ascontiguousarray(crop_alpha[self.rows, self.cols].reshape(self.shape))
+        # Each band pixel's own place (inside its tile) is where its box mean is read...
+        self.band = (band_tile * side + ys % _TILE + halo) * side + xs % _TILE + halo
+        # ...and every copy of it (its own place and the halos of the tiles around)
+        # is where its corrected value goes.
+        self.copies = np.flatnonzero(band.ravel()[source])
+        self.copy_of = np.searchsorted(ys * width + xs, source[self.copies])
+        self.alpha = alpha.ravel()[source].reshape(self.shape)
+        self.image_channels = [np.take(image.reshape(-1), source * 3 + c) for c in range(3)]
 
-    def weighted_planes(self, crop_image: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
+    def weighted_planes(self, channel: int) -> tuple[np.ndarray, np.ndarray]:
         """``alpha I`` and ``(1 - alpha) I`` of one colour channel on the mosaic."""
-        I_c = crop_image[self.rows, self.cols, channel].reshape(self.shape).astype(np.float32)
+        I_c = self.image_channels[channel].reshape(self.shape).astype(np.float32)
         alpha_I = I_c * self.alpha
         I_c -= alpha_I
         return alpha_I, I_c
@@ -631,10 +695,10 @@ class _BandTiles:
         if correction is None:
             return _box_mean(plane, radius).ravel()[self.band]
         values = plane.ravel()
-        original = values[self.band]
-        values[self.band] = original + correction
+        original = values[self.copies]
+        values[self.copies] = original + correction[self.copy_of]
         means = _box_mean(plane, radius).ravel()[self.band]
-        values[self.band] = original
+        values[self.copies] = original
         return means
 
 
@@ -693,7 +757,7 @@ class MatteSettings:
 def _refine_crop(
     image: np.ndarray, prior: np.ndarray, settings: MatteSettings, prior_ramp: float, fast_subsample: int
 ) -> np.ndarray:
-    """The pipeline of :func:`refine_alpha` on one contiguous crop; float32 alpha in ``[0, 1]``."""
+    """The pipeline of :func:`refine_alpha` on one crop (views are fine); float32 alpha in ``[0, 1]``."""
     threshold = np.float32(settings.threshold)
     mask = prior >= threshold
     changed_mask = None
@@ -773,7 +837,7 @@ def _refine_alpha(
     if settings.fast and settings.guided_radius > 0:
         reach += 2 * fast_subsample
     lowest_on = settings.threshold - prior_ramp / 2 if prior_ramp > 0 else settings.threshold
-    box = _nonzero_box(cv2.compare(prior, lowest_on, cv2.CMP_GE), reach)
+    box = _nonzero_box(prior >= np.float32(lowest_on), reach)
     if box is None:
         return out
     x0, y0, x1, y1 = box

@@ -60,19 +60,23 @@ def slow_guided_filter(I: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.n
 
 
 def slow_blur_fusion(image: np.ndarray, alpha: np.ndarray, radii: tuple[int, ...]) -> np.ndarray:
-    """Forte & Pitié's blur-fusion written out densely in float64: one step per radius."""
+    """Forte & Pitié's blur-fusion written out densely in float64, one step per radius.
+
+    Box sums come from summed-area tables of the mirrored (``abc|cba``) picture.
+    """
     I = image.astype(np.float64)
     a = alpha.astype(np.float64)[:, :, None]
     F = I.copy()
     B = I.copy()
 
     def box_sum(x: np.ndarray, r: int) -> np.ndarray:
-        padded = np.pad(x, ((r, r), (r, r), (0, 0)), mode="symmetric")
-        out = np.zeros_like(x)
-        for dy in range(2 * r + 1):
-            for dx in range(2 * r + 1):
-                out += padded[dy : dy + x.shape[0], dx : dx + x.shape[1]]
-        return out
+        height, width = x.shape[:2]
+        padded = np.pad(x, ((r + 1, r), (r + 1, r), (0, 0)), mode="symmetric")
+        table = padded.cumsum(axis=0).cumsum(axis=1)
+        size = 2 * r + 1
+        return (
+            table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
+        )[:height, :width]
 
     for r in radii:
         mean_F = box_sum(a * F, r) / np.maximum(box_sum(a, r), 1e-12)
@@ -136,7 +140,8 @@ def test_guided_filter_known_answers():
 def test_fast_guided_filter_at_subsample_1_is_the_guided_filter(small_scene):
     src = refine_net_like(small_scene.alpha, long_side=120)
     for r, eps in [(2, 1e-4), (5, 1e-2)]:
-        assert np.array_equal(fast_guided_filter(small_scene.image, src, r, eps, 1), guided_filter(small_scene.image, src, r, eps))
+        fast = fast_guided_filter(small_scene.image, src, r, eps, 1)
+        assert np.array_equal(fast, guided_filter(small_scene.image, src, r, eps))
 
 
 def test_fast_guided_filter_is_close_to_the_full_one_on_smooth_inputs():
@@ -272,6 +277,7 @@ def test_functions_reject_bad_inputs():
         lambda: estimate_foreground(image, alpha, radii=(4, 0)),
         lambda: estimate_foreground(image, alpha, radii=()),
         lambda: refine_alpha(image, alpha[:5], MatteSettings()),
+        lambda: refine_alpha(image, (alpha * 255).astype(np.uint8), MatteSettings()),  # 0-255 mask, not [0, 1]
         lambda: refine_alpha(image, alpha, {"threshold": 0.5}),  # type: ignore[arg-type]
     ]
     for call in cases:
@@ -389,3 +395,35 @@ def test_decontamination_removes_the_old_background_halo(scene):
     cleaned = halo(estimate_foreground(scene.image, scene.alpha).astype(np.float64))
     assert raw > 10.0  # the halo is real: the old textured background shows
     assert cleaned < 0.4 * raw
+
+
+def test_estimate_foreground_with_a_wide_band_of_many_pixels():
+    # Over 32767 band pixels (one OpenCV remap row's limit), the band touching every
+    # border, and radii wider than the picture's grid allows.
+    rng = np.random.default_rng(3)
+    image = cv2.resize(rng.integers(0, 256, (12, 14, 3), dtype=np.uint8), (230, 190), interpolation=cv2.INTER_CUBIC)
+    alpha = cv2.resize(rng.random((6, 7)).astype(np.float32), (230, 190), interpolation=cv2.INTER_LINEAR)
+    alpha = np.clip(alpha * 1.4 - 0.2, 0.0, 1.0)
+    band = (alpha > 0) & (alpha < 1)
+    assert band.sum() > 32767
+    got = estimate_foreground(image, alpha)
+    expected = slow_blur_fusion(image, alpha, matte.FOREGROUND_RADII)
+    a = alpha[band][:, None]
+    assert (a * np.abs(got[band] - expected[band])).mean() < 1.5
+    assert np.array_equal(got[~band], image[~band])
+    exact = estimate_foreground(image, alpha, radii=(5, 1))
+    expected = np.clip(slow_blur_fusion(image, alpha, (5, 1)) + 0.5, 0, 255).astype(np.uint8)
+    assert np.abs(exact[band].astype(int) - expected[band]).max() <= 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (9, 17), (40, 3)])
+def test_tiny_pictures(shape):
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    prior = rng.random(shape).astype(np.float32)
+    for settings in (MatteSettings(feather=1.5), MatteSettings(fast=True)):
+        alpha = refine_alpha(image, prior, settings)
+        assert alpha.shape == shape and alpha.min() >= 0.0 and alpha.max() <= 1.0
+        assert estimate_foreground(image, alpha).shape == image.shape
+    assert guided_filter(image, prior, 3, 1e-3).shape == shape
+    assert fast_guided_filter(image, prior, 4, 1e-3, 4).shape == shape
