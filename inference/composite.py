@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inference.instances import tight_box
+
 BACKGROUND_KINDS = ("transparent", "color", "image", "blur")
 FIT_MODES = ("cover", "contain")
 
@@ -125,12 +127,19 @@ def composite_over(foreground: np.ndarray, alpha: np.ndarray, background: np.nda
             f"expected foreground, alpha and background of one size, got "
             f"{foreground.shape}, {alpha.shape}, {background.shape}"
         )
-    a = np.clip(alpha, 0.0, 1.0).astype(np.float32, copy=False)
-    fg = foreground.astype(np.float32)
-    bg = background.astype(np.float32)
+    # Outside the box of non-zero alpha the answer is the background: blend only inside it.
+    out = background.copy()
+    box = tight_box(alpha > 0)
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box
+    a = np.clip(alpha[y0:y1, x0:x1], 0.0, 1.0).astype(np.float32, copy=False)
+    fg = foreground[y0:y1, x0:x1].astype(np.float32)
+    bg = background[y0:y1, x0:x1].astype(np.float32)
     # out = bg + a * (fg - bg), in place to keep the memory traffic low.
     np.subtract(fg, bg, out=fg)
     np.multiply(fg, a[:, :, None], out=fg)
     np.add(fg, bg, out=fg)
     np.add(fg, 0.5, out=fg)
-    return fg.astype(np.uint8)
+    out[y0:y1, x0:x1] = fg.astype(np.uint8)
+    return out
