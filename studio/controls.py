@@ -103,7 +103,7 @@ def matte_settings() -> MatteSettings:
 
 
 def fast_preview() -> bool:
-    return bool(get(FAST_PREVIEW, False))
+    return bool(get(FAST_PREVIEW, True))
 
 
 def _reset_matte() -> None:
@@ -117,7 +117,7 @@ def matte_controls() -> MatteSettings:
     defaults = MatteSettings()
     for field, key in MATTE_KEYS.items():
         default(key, getattr(defaults, field))
-    default(FAST_PREVIEW, False)
+    default(FAST_PREVIEW, True)
     left, right = st.columns(2)
     with left:
         st.slider(

@@ -300,7 +300,10 @@ def test_sliders_change_the_cutout_without_detecting_again(cutout_page, media, m
     at.slider(key="keep.matte.threshold").set_value(0.7)
     at.run()
     assert detections == []  # detection is cached per picture and settings
-    assert [m.feather for m in renders] == [4.0, 4.0, 4.0]
+    # One preview render per slider move (the studio previews with the fast filter);
+    # the full-quality render happens only for the download the test asked for.
+    assert [m.feather for m in renders if m.fast] == [4.0, 4.0, 4.0]
+    assert [m.feather for m in renders if not m.fast] == [4.0]
     assert renders[-1].threshold == pytest.approx(0.7) and renders[-1].min_island_area == 1024
 
     # A background change re-composites only: no new matte either.
@@ -318,6 +321,12 @@ def test_fast_preview_only_changes_the_preview_not_the_download(cutout_page, med
     renders = []
     real_render = pipeline.render_cutout
     monkeypatch.setattr(pipeline, "render_cutout", lambda *a, **k: renders.append(a[3]) or real_render(*a, **k))
+    assert at.checkbox(key="keep.matte.fast_preview").value is True  # previews are fast by default
+    at.checkbox(key="keep.matte.fast_preview").uncheck()
+    at.run()
+    assert renders and renders[-1].fast is False
+    renders.clear()
+    workspace(at)._cutouts.clear()  # forget the cutouts made so far: the next preview must render
     at.checkbox(key="keep.matte.fast_preview").check()
     at.run()
     assert renders and renders[-1].fast is True
