@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import cv2
 import numpy as np
@@ -167,7 +168,57 @@ def _crop_to_box(full_map: np.ndarray, box: np.ndarray) -> np.ndarray:
     return np.clip(full_map[y0:y1, x0:x1], 0.0, 1.0).astype(np.float32, copy=True)
 
 
-class RefineNetISNet:
+#: Either refiner's settings dataclass.
+RefinerSettings = RefineNetSettings | AnimeSegSettings
+
+
+class _ISNetRefiner:
+    """What both refiners share: an IS-Net on a device, loaded strictly from its checkpoint.
+
+    Subclasses set the input channels, their settings type and how the state dict
+    sits in their checkpoint file.
+    """
+
+    name: str
+    _in_channels: int
+    _settings_type: type
+    _strip_prefix: str | None = None
+    _drop_prefixes: tuple[str, ...] = ()
+
+    def __init__(
+        self, model: nn.Module, *, device: str | None = None, settings: RefinerSettings | None = None
+    ) -> None:
+        self.settings = settings or self._settings_type()
+        self._runner = _NetworkRunner(
+            model, in_channels=self._in_channels, device=device, half_precision=self.settings.half_precision
+        )
+        self.model = self._runner.model
+        self.device = self._runner.device
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        trust: bool = False,
+        settings: RefinerSettings | None = None,
+    ) -> Self:
+        """Build the full-size network and load its weights strictly.
+
+        Raises:
+            CheckpointError: the file is missing, damaged, untrusted or does not fit.
+        """
+        checkpoint = weights.load_checkpoint(path, trust=trust)
+        state = weights.extract_state_dict(
+            checkpoint, strip_prefix=cls._strip_prefix, drop_prefixes=cls._drop_prefixes
+        )
+        model = ISNet(cls._in_channels)
+        weights.load_weights_strict(model, state, source=str(path))
+        return cls(model, device=device, settings=settings)
+
+
+class RefineNetISNet(_ISNetRefiner):
     """The ``refinenet_isnet`` refiner (see the module docstring).
 
     Args:
@@ -179,33 +230,8 @@ class RefineNetISNet:
 
     name = "refinenet_isnet"
 
-    def __init__(
-        self, model: nn.Module, *, device: str | None = None, settings: RefineNetSettings | None = None
-    ) -> None:
-        self.settings = settings or RefineNetSettings()
-        self._runner = _NetworkRunner(model, in_channels=4, device=device,
-                                      half_precision=self.settings.half_precision)
-        self.model = self._runner.model
-        self.device = self._runner.device
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | Path,
-        *,
-        device: str | None = None,
-        trust: bool = False,
-        settings: RefineNetSettings | None = None,
-    ) -> RefineNetISNet:
-        """Build the full-size network and load ``refine_last.ckpt`` strictly.
-
-        Raises:
-            CheckpointError: the file is missing, damaged, untrusted or does not fit.
-        """
-        state = weights.extract_state_dict(weights.load_checkpoint(path, trust=trust))
-        model = ISNet(4)
-        weights.load_weights_strict(model, state, source=str(path))
-        return cls(model, device=device, settings=settings)
+    _in_channels = 4
+    _settings_type = RefineNetSettings
 
     def plan(self, image_size: tuple[int, int]) -> Letterbox:
         """Geometry of the network input for an ``(H, W)`` picture: scaled down only, padded bottom/right."""
@@ -247,7 +273,7 @@ class RefineNetISNet:
         return instances.with_masks(refined, refined_by=self.name)
 
 
-class AnimeSegRefiner:
+class AnimeSegRefiner(_ISNetRefiner):
     """The ``animeseg`` refiner (see the module docstring for the combination rule).
 
     Args:
@@ -259,36 +285,12 @@ class AnimeSegRefiner:
 
     name = "animeseg"
 
-    def __init__(
-        self, model: nn.Module, *, device: str | None = None, settings: AnimeSegSettings | None = None
-    ) -> None:
-        self.settings = settings or AnimeSegSettings()
-        self._runner = _NetworkRunner(model, in_channels=3, device=device,
-                                      half_precision=self.settings.half_precision)
-        self.model = self._runner.model
-        self.device = self._runner.device
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | Path,
-        *,
-        device: str | None = None,
-        trust: bool = False,
-        settings: AnimeSegSettings | None = None,
-    ) -> AnimeSegRefiner:
-        """Build the full-size network and load the ``net.*`` weights of ``isnetis.ckpt`` strictly.
-
-        ``gt_encoder.*`` (a training-only encoder) is ignored.
-
-        Raises:
-            CheckpointError: the file is missing, damaged, untrusted or does not fit.
-        """
-        checkpoint = weights.load_checkpoint(path, trust=trust)
-        state = weights.extract_state_dict(checkpoint, strip_prefix="net.", drop_prefixes=("gt_encoder.",))
-        model = ISNet(3)
-        weights.load_weights_strict(model, state, source=str(path))
-        return cls(model, device=device, settings=settings)
+    _in_channels = 3
+    _settings_type = AnimeSegSettings
+    #: isnetis.ckpt is a Lightning checkpoint: the network under ``net.``, plus a
+    #: training-only ``gt_encoder`` that inference ignores.
+    _strip_prefix = "net."
+    _drop_prefixes = ("gt_encoder.",)
 
     def plan(self, image_size: tuple[int, int]) -> Letterbox:
         """Geometry of the network input for an ``(H, W)`` picture: scaled to fit, centred."""
