@@ -97,8 +97,14 @@ def parse_background(spec: str, fit: str) -> Background:
     return Background(kind="image", image=load_image(spec).image, fit=fit)
 
 
-def process_file(path: Path, segmenter, refiner, settings: DetectionSettings, matte: MatteSettings, options: OutputOptions) -> list[Path]:
-    """Cut out one picture and write its files; returns the paths written."""
+def process_file(
+    path: Path, segmenter, refiner, settings: DetectionSettings, matte: MatteSettings, options: OutputOptions
+) -> tuple[list[Path], tuple[str, ...]]:
+    """Cut out one picture and write its files.
+
+    Returns:
+        The paths written, and the segmenter's notes for the user (e.g. "busy background").
+    """
     loaded = load_image(path, max_pixels=options.max_pixels)
     image = loaded.image
     detection = detect_characters(image, settings, segmenter=segmenter, refiner=refiner)
@@ -130,7 +136,7 @@ def process_file(path: Path, segmenter, refiner, settings: DetectionSettings, ma
         extra = {"detection": {"backend": detection.choice.name, "refine": settings.refine, "tta": settings.tta}}
         target.write_bytes(layers_zip(image, instances, chosen, matte, source_name=path.name, extra=extra))
         written.append(target)
-    return written
+    return written, instances.notes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,9 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = _progress(paths)
     for path in progress:
         try:
-            for written in process_file(path, segmenter, refiner, settings, matte, options):
-                if len(paths) == 1:
-                    print(written)
+            written, notes = process_file(path, segmenter, refiner, settings, matte, options)
+            for note in notes:
+                _report(progress, f"note: {path.name}: {note}")
+            if len(paths) == 1:
+                print(*written, sep="\n")
         except (ImageLoadError, ValueError, ModelUnavailable, OSError) as exc:
             failures += 1
             _report(progress, f"error: {path}: {exc}")

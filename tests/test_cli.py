@@ -100,6 +100,14 @@ def test_glob_input(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*_cutout.png")) == ["g0_cutout.png", "g1_cutout.png"]
 
 
+def test_busy_background_note_is_printed(tmp_path, capsys):
+    scene = make_scene(2, "busy", size=(240, 400), seed=6)
+    Image.fromarray(scene.image).save(tmp_path / "busy.png")
+    extract.main(["--img", str(tmp_path / "busy.png")])
+    err = capsys.readouterr().err
+    assert "note: busy.png:" in err and "inference.weights download rtmdet" in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
