@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inference.image_io import check_rgb_image
 from inference.instances import COVER_THRESHOLD, Click, Instances
 
 #: How to install the anime model; said to the user on busy backgrounds.
@@ -458,17 +459,6 @@ def _run_grabcut(image: np.ndarray, init: np.ndarray, iterations: int) -> np.nda
     return np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
-    """Raise ValueError unless ``image`` is ``(H, W, 3)`` uint8 with H, W >= 1; return it contiguous."""
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"expected an (H, W, 3) uint8 numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got dtype {image.dtype}")
-    return np.ascontiguousarray(image)
-
-
 # ---------------------------------------------------------------------- the segmenter
 @dataclass(frozen=True, eq=False)
 class _Analysis:
@@ -534,7 +524,7 @@ class ClassicSegmenter:
         Raises:
             ValueError: ``image`` is not ``(H, W, 3)`` uint8.
         """
-        image = _check_image(image)
+        image = np.ascontiguousarray(check_rgb_image(image))
         size = image.shape[:2]
         if min(size) < MIN_SIDE_PX:
             return Instances.empty(size, self.name)
@@ -581,7 +571,7 @@ class ClassicSegmenter:
         Raises:
             ValueError: ``image`` is not ``(H, W, 3)`` uint8.
         """
-        image = _check_image(image)
+        image = np.ascontiguousarray(check_rgb_image(image))
         size = image.shape[:2]
         height, width = size
         if min(size) < MIN_SIDE_PX or not (0 <= click.x < width and 0 <= click.y < height):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inference.image_io import check_rgb_image
 from inference.instances import tight_box
 
 BACKGROUND_KINDS = ("transparent", "color", "image", "blur")
@@ -44,15 +45,9 @@ class Background:
         if len(self.color) != 3 or not all(0 <= int(c) <= 255 for c in self.color):
             raise ValueError(f"expected an RGB colour of three 0-255 values, got {self.color!r}")
         if self.kind == "image":
-            _check_image(self.image, "background image")
+            check_rgb_image(self.image, "background image")
         if self.blur_sigma <= 0:
             raise ValueError(f"expected blur_sigma > 0, got {self.blur_sigma}")
-
-
-def _check_image(image: np.ndarray | None, what: str) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = "None" if image is None else f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
-        raise ValueError(f"expected {what} as (H, W, 3) uint8 RGB, got {got}")
 
 
 def checkerboard(height: int, width: int, *, cell: int = 16) -> np.ndarray:
@@ -74,7 +69,7 @@ def fit_image(
     ``cover`` fills the whole frame and crops the centred overflow; ``contain``
     fits it inside and pads with ``fill``.
     """
-    _check_image(image, "image")
+    check_rgb_image(image, "image")
     if mode not in FIT_MODES:
         raise ValueError(f"expected mode in {FIT_MODES}, got {mode!r}")
     height, width = size
@@ -96,7 +91,7 @@ def fit_image(
 
 def render_background(background: Background, image: np.ndarray) -> np.ndarray:
     """The ``(H, W, 3)`` uint8 backdrop for ``image``; ``transparent`` gives the checkerboard."""
-    _check_image(image, "image")
+    check_rgb_image(image, "image")
     height, width = image.shape[:2]
     if background.kind == "transparent":
         return checkerboard(height, width)
@@ -120,8 +115,8 @@ def composite_over(foreground: np.ndarray, alpha: np.ndarray, background: np.nda
     Returns:
         ``(H, W, 3)`` uint8 RGB.
     """
-    _check_image(foreground, "foreground")
-    _check_image(background, "background")
+    check_rgb_image(foreground, "foreground")
+    check_rgb_image(background, "background")
     if alpha.shape != foreground.shape[:2] or background.shape != foreground.shape:
         raise ValueError(
             f"expected foreground, alpha and background of one size, got "

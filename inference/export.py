@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from inference.image_io import check_rgb_image
 from inference.instances import Instances, tight_box
 
 if TYPE_CHECKING:
@@ -85,8 +86,7 @@ def encode_image(rgb: np.ndarray, fmt: str, *, quality: int = 92) -> bytes:
         raise ValueError(f"expected format in {IMAGE_FORMATS}, got {fmt!r}")
     if not 1 <= quality <= 100:
         raise ValueError(f"expected quality in [1, 100], got {quality}")
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.dtype} {rgb.shape}")
+    check_rgb_image(rgb, "rgb")
     if fmt == "png":
         return encode_png(rgb)
     flag = cv2.IMWRITE_JPEG_QUALITY if fmt == "jpeg" else cv2.IMWRITE_WEBP_QUALITY

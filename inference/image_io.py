@@ -52,6 +52,25 @@ class LoadedImage:
         return self.image.shape[0], self.image.shape[1]
 
 
+def check_rgb_image(image: object, what: str = "image") -> np.ndarray:
+    """Return ``image`` if it follows Nukki's image convention, else raise ``ValueError``.
+
+    The convention: an ``(H, W, 3)`` uint8 RGB numpy array with ``H, W >= 1``.
+    ``what`` names the argument in the message ("expected {what} as ...").
+    """
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or image.shape[0] < 1
+        or image.shape[1] < 1
+    ):
+        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"expected {what} as an (H, W, 3) uint8 RGB image, got {got}")
+    return image
+
+
 def load_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode a picture from bytes or a file path.
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inference.image_io import check_rgb_image
+
 #: Border rule of every box mean here, the same one ``cv2.ximgproc.guidedFilter`` uses.
 _BORDER = cv2.BORDER_REFLECT
 
@@ -61,12 +63,6 @@ def _describe(value: object) -> str:
     if isinstance(value, np.ndarray):
         return f"{value.dtype} array of shape {value.shape}"
     return type(value).__name__
-
-
-def _check_image(image: object, what: str = "image") -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected {what} as (H, W, 3) uint8 RGB, got {_describe(image)}")
-    return image
 
 
 def _check_map(values: object, shape: tuple[int, int], what: str) -> np.ndarray:
@@ -496,7 +492,7 @@ def estimate_foreground(
     Returns:
         ``(H, W, 3)`` uint8 RGB foreground colour (a new array).
     """
-    image = _check_image(image)
+    image = check_rgb_image(image)
     alpha = np.ascontiguousarray(_check_map(alpha, image.shape[:2], "alpha"))
     if not isinstance(radii, (tuple, list)) or not radii:
         raise ValueError(f"expected radii as a non-empty tuple of ints >= 1, got {radii!r}")
@@ -827,7 +823,7 @@ def _refine_alpha(
         raise ValueError(f"expected settings as MatteSettings, got {_describe(settings)}")
     if fast_subsample is None:
         fast_subsample = settings.fast_subsample
-    image = _check_image(image)
+    image = check_rgb_image(image)
     prior = _check_map(prior, image.shape[:2], "prior")
     height, width = prior.shape
     out = np.zeros((height, width), np.float32)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.composite import Background, composite_over, render_background
+from inference.image_io import check_rgb_image
 from inference.instances import Click, Instances, apply_click
 from inference.matte import MatteSettings, estimate_foreground, refine_alpha
 from inference.segmenter import (
@@ -58,12 +59,6 @@ def image_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
-        raise ValueError(f"expected image as (H, W, 3) uint8 RGB, got {got}")
-
-
 def detect_characters(
     image: np.ndarray,
     settings: DetectionSettings = DetectionSettings(),
@@ -79,7 +74,7 @@ def detect_characters(
     Raises:
         ModelUnavailable: the requested model cannot run here.
     """
-    _check_image(image)
+    check_rgb_image(image)
     if segmenter is None:
         segmenter, choice = create_segmenter(settings)
     else:
@@ -135,7 +130,7 @@ def render_cutout(image: np.ndarray, instances: Instances, selected: Sequence[in
     The union of their soft masks is the alpha prior for :func:`refine_alpha`;
     the foreground colour is decontaminated when ``matte.decontaminate`` is set.
     """
-    _check_image(image)
+    check_rgb_image(image)
     if image.shape[:2] != instances.image_size:
         raise ValueError(f"expected an image of size {instances.image_size}, got {image.shape[:2]}")
     for index in selected:

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from inference import weights
+from inference.image_io import check_rgb_image
 from inference.instances import COVER_THRESHOLD, Instances
 from inference.isnet import ISNet
 from inference.letterbox import Letterbox, apply_letterbox, plan_letterbox
@@ -125,9 +126,7 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def _check_picture(image: np.ndarray, instances: Instances) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {got}")
+    check_rgb_image(image)
     if image.shape[:2] != tuple(instances.image_size):
         raise ValueError(f"expected an image of size {tuple(instances.image_size)} (the instances'), "
                          f"got {image.shape[:2]}")
@@ -298,8 +297,7 @@ class AnimeSegRefiner(_ISNetRefiner):
 
     def foreground(self, image: np.ndarray) -> np.ndarray:
         """anime-seg's foreground alpha of an ``(H, W, 3)`` uint8 RGB picture: ``(H, W)`` float32 in ``[0, 1]``."""
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(image, 'shape', type(image))}")
+        check_rgb_image(image)
         box = self.plan(image.shape[:2])
         canvas = apply_letterbox(image, box)
         batch = torch.from_numpy(canvas).permute(2, 0, 1).float().div_(255.0)[None]

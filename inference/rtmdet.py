@@ -59,6 +59,7 @@ from mmdet.structures.bbox import distance2bbox
 from mmengine.config import ConfigDict
 from mmengine.registry import DefaultScope
 
+from inference.image_io import check_rgb_image
 from inference.instances import Instances
 from inference.letterbox import Letterbox, plan_letterbox
 from inference.tta import flip_instances_horizontally, merge_flip_instances
@@ -831,9 +832,7 @@ class RTMDetSegmenter:
         Args:
             with_mirror: add the mirrored picture as batch item 1 (default: ``self.tta``).
         """
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            got = f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
-            raise ValueError(f"expected image as (H, W, 3) uint8 RGB, got {got}")
+        check_rgb_image(image)
         canvas, geometry = letterbox_image(image, self.det_size)
         canvases = [canvas]
         if self.tta if with_mirror is None else with_mirror:

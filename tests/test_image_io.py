@@ -167,3 +167,19 @@ def test_missing_file_and_folder(tmp_path):
 
 def test_errors_are_value_errors():
     assert issubclass(ImageLoadError, ValueError)
+
+
+def test_image_convention_check():
+    from inference.image_io import check_rgb_image
+
+    good = np.zeros((2, 3, 3), np.uint8)
+    assert check_rgb_image(good) is good
+    for bad, got in [
+        (np.zeros((2, 3), np.uint8), "uint8 array of shape (2, 3)"),
+        (np.zeros((2, 3, 3), np.float32), "float32"),
+        (np.zeros((0, 3, 3), np.uint8), "shape (0, 3, 3)"),
+        (None, "NoneType"),
+    ]:
+        with pytest.raises(ValueError, match=r"expected picture as an \(H, W, 3\) uint8 RGB image, got") as info:
+            check_rgb_image(bad, "picture")
+        assert got in str(info.value)

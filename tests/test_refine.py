@@ -119,7 +119,7 @@ def test_input_errors_raise_value_error() -> None:
     refiner = RefineNetISNet(MaskEcho(4, 3), device="cpu")
     with pytest.raises(ValueError, match=r"expected an image of size \(180, 320\)"):
         refiner.refine(image[:100], instances)
-    with pytest.raises(ValueError, match="expected an \\(H, W, 3\\) uint8 RGB image"):
+    with pytest.raises(ValueError, match="expected image as an \\(H, W, 3\\) uint8 RGB image"):
         refiner.refine(image.astype(np.float32), instances)
     with pytest.raises(ValueError, match="expected a network with 4 input channels, got 3"):
         RefineNetISNet(_small_isnet(3), device="cpu")
