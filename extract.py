@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from inference.composite import Background
-from inference.export import encode_image, encode_png, layers_zip, mask_png, to_rgba, trim_box
+from inference.export import cutout_png, encode_image, layers_zip, mask_png, trim_box
 from inference.image_io import DEFAULT_MAX_PIXELS, SUPPORTED_EXTENSIONS, ImageLoadError, load_image
-from inference.instances import COVER_THRESHOLD, Instances
+from inference.instances import Instances
 from inference.matte import MatteSettings
-from inference.pipeline import detect_characters, render_cutout, render_preview
+from inference.pipeline import SELECTION_RULES, choose_by_rule, detect_characters, render_cutout, render_preview
 from inference.segmenter import BACKENDS, REFINERS, DetectionSettings, ModelUnavailable, create_refiner, create_segmenter
 
 
@@ -64,13 +64,8 @@ def expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 def choose_indices(instances: Instances, select: str) -> list[int]:
     """``all``, ``largest``, or 1-based numbers as the app shows them (``"1,3"``)."""
-    if select == "all":
-        return list(range(len(instances)))
-    if select == "largest":
-        if not len(instances):
-            return []
-        areas = [int((m >= COVER_THRESHOLD).sum()) for m in instances.masks]
-        return [int(np.argmax(areas))]
+    if select in SELECTION_RULES:
+        return choose_by_rule(instances, select)
     try:
         numbers = [int(part) for part in select.split(",") if part.strip()]
     except ValueError:
@@ -116,12 +111,12 @@ def process_file(
     out_dir = options.out_dir or path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    box = trim_box(cutout.alpha) if options.trim else None
-    crop = (slice(box[1], box[3]), slice(box[0], box[2])) if box else (slice(None), slice(None))
     if options.background.kind == "transparent":
         target = out_dir / f"{path.stem}_cutout.png"
-        target.write_bytes(encode_png(to_rgba(cutout.foreground[crop], cutout.alpha[crop])))
+        target.write_bytes(cutout_png(cutout.foreground, cutout.alpha, trim=options.trim))
     else:
+        box = trim_box(cutout.alpha) if options.trim else None
+        crop = (slice(box[1], box[3]), slice(box[0], box[2])) if box else (slice(None), slice(None))
         suffix = "jpg" if options.image_format == "jpeg" else options.image_format
         target = out_dir / f"{path.stem}_composite.{suffix}"
         composite = render_preview(image, cutout, options.background)

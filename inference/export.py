@@ -59,6 +59,27 @@ def trim_box(alpha: np.ndarray, *, margin: int = 0) -> tuple[int, int, int, int]
     return max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)
 
 
+def trimmed_rgba(
+    foreground: np.ndarray, alpha: np.ndarray, *, margin: int = 0
+) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The cutout cropped to its visible pixels (grown by ``margin``): ``(h, w, 4)`` uint8 RGBA
+    and its ``xyxy`` placement box in the picture; ``None`` when nothing is visible."""
+    box = trim_box(alpha, margin=margin)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    return to_rgba(foreground[y0:y1, x0:x1], alpha[y0:y1, x0:x1]), box
+
+
+def cutout_png(foreground: np.ndarray, alpha: np.ndarray, *, trim: bool = False, margin: int = 0) -> bytes:
+    """RGBA PNG of a cutout: full size, or trimmed to its visible pixels grown by ``margin``.
+
+    A cutout with nothing visible stays full size (an empty PNG helps nobody).
+    """
+    trimmed = trimmed_rgba(foreground, alpha, margin=margin) if trim else None
+    return encode_png(trimmed[0] if trimmed else to_rgba(foreground, alpha))
+
+
 def encode_png(array: np.ndarray, *, compression: int = 3) -> bytes:
     """PNG bytes of an ``(H, W)`` bool/uint8 mask, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 array.
 
@@ -182,12 +203,12 @@ def layers_zip(
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for order, index in enumerate(chosen, start=1):
             layer = render_cutout(image, instances, [index], matte)
-            box = trim_box(layer.alpha)
-            if box is None:
+            trimmed = trimmed_rgba(layer.foreground, layer.alpha)
+            if trimmed is None:
                 continue
-            x0, y0, x1, y1 = box
+            rgba, (x0, y0, x1, y1) = trimmed
             name = f"layers/{order:02d}.png"
-            archive.writestr(name, encode_png(to_rgba(layer.foreground[y0:y1, x0:x1], layer.alpha[y0:y1, x0:x1])))
+            archive.writestr(name, encode_png(rgba))
             manifest["layers"].append(
                 {
                     "file": name,
@@ -198,7 +219,7 @@ def layers_zip(
                 }
             )
         combined = render_cutout(image, instances, chosen, matte)
-        archive.writestr("cutout.png", encode_png(to_rgba(combined.foreground, combined.alpha)))
+        archive.writestr("cutout.png", cutout_png(combined.foreground, combined.alpha))
         archive.writestr("mask.png", mask_png(combined.alpha))
         archive.writestr("background_plate.png", encode_png(background_plate(image, combined.alpha)))
         archive.writestr("manifest.json", json.dumps(manifest, indent=2))

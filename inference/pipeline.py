@@ -17,7 +17,7 @@ import numpy as np
 
 from inference.composite import Background, composite_over, render_background
 from inference.image_io import check_rgb_image
-from inference.instances import Click, Instances, apply_click
+from inference.instances import COVER_THRESHOLD, Click, Instances, apply_click
 from inference.matte import MatteSettings, estimate_foreground, refine_alpha
 from inference.segmenter import (
     BackendChoice,
@@ -122,6 +122,20 @@ def choose_characters(instances: Instances, clicks: Sequence[Click]) -> list[int
         if apply_click(instances, trial, click) is not None:
             chosen, untouched = trial, False
     return sorted(chosen)
+
+
+#: Rules that choose characters without clicks (the CLI's and the batch page's ``--select``).
+SELECTION_RULES = ("all", "largest")
+
+
+def choose_by_rule(instances: Instances, rule: str) -> list[int]:
+    """``all`` characters, or the ``largest`` one (most covered pixels); ``[]`` when there are none."""
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"expected rule in {SELECTION_RULES}, got {rule!r}")
+    if rule == "all" or not len(instances):
+        return list(range(len(instances)))
+    areas = [int((mask >= COVER_THRESHOLD).sum()) for mask in instances.masks]
+    return [int(np.argmax(areas))]
 
 
 def render_cutout(image: np.ndarray, instances: Instances, selected: Sequence[int], matte: MatteSettings) -> Cutout:

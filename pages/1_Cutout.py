@@ -17,7 +17,7 @@ st.set_page_config(page_title="Nukki · Cutout", page_icon="✂️", layout="wid
 from streamlit_drawable_canvas import st_canvas  # noqa: E402  (needs the Streamlit runtime)
 
 from inference import pipeline  # noqa: E402
-from inference.export import encode_image, encode_png, layers_zip, mask_png, to_rgba, trim_box  # noqa: E402
+from inference.export import cutout_png, encode_image, layers_zip, mask_png  # noqa: E402
 from inference.image_io import ImageLoadError  # noqa: E402
 from inference.overlay import draw_instance_overlay, instance_colors  # noqa: E402
 from inference.segmenter import ModelUnavailable  # noqa: E402
@@ -323,9 +323,7 @@ def downloads(ws: Workspace, matte, background) -> None:
 
     def rgba_png() -> bytes:
         cut = full()
-        box = trim_box(cut.alpha, margin=2) if trim else None
-        x0, y0, x1, y1 = box if box else (0, 0, image.shape[1], image.shape[0])
-        return encode_png(to_rgba(cut.foreground[y0:y1, x0:x1], cut.alpha[y0:y1, x0:x1]))
+        return cutout_png(cut.foreground, cut.alpha, trim=trim, margin=2)
 
     def mask() -> bytes:
         return mask_png(full().alpha)

@@ -21,11 +21,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from inference.export import encode_png, layers_zip, to_rgba, trim_box
+from inference.export import cutout_png, layers_zip
 from inference.image_io import ImageLoadError, load_image
-from inference.instances import COVER_THRESHOLD, Instances
 from inference.matte import MatteSettings
-from inference.pipeline import Detection, render_cutout
+from inference.pipeline import Detection, choose_by_rule, render_cutout
 from inference.segmenter import ModelUnavailable
 from studio.errors import unexpected
 
@@ -34,6 +33,7 @@ Detect = Callable[[np.ndarray, str], Detection]
 #: ``(done, total, name)`` after each file.
 Progress = Callable[[int, int, str], None]
 
+#: Labels of :data:`inference.pipeline.SELECTION_RULES` for the page.
 SELECT_RULES = {"all": "every character", "largest": "the largest character"}
 
 
@@ -61,16 +61,6 @@ class BatchResult:
     @property
     def failed(self) -> int:
         return sum(not r.ok for r in self.reports)
-
-
-def choose(instances: Instances, rule: str) -> list[int]:
-    """The characters ``rule`` (``all`` or ``largest``) picks."""
-    if rule not in SELECT_RULES:
-        raise ValueError(f"expected rule in {tuple(SELECT_RULES)}, got {rule!r}")
-    if rule == "all" or not len(instances):
-        return list(range(len(instances)))
-    areas = [int((m >= COVER_THRESHOLD).sum()) for m in instances.masks]
-    return [int(np.argmax(areas))]
 
 
 def _unique_stem(name: str, taken: set[str]) -> str:
@@ -124,14 +114,10 @@ def cut_out_batch(
                         "no character found: the classic segmenter needs a plain or gradient background "
                         "(the anime model finds characters anywhere)"
                     )
-                chosen = choose(instances, rule)
+                chosen = choose_by_rule(instances, rule)
                 cutout = render_cutout(image, instances, chosen, matte)
-                box = trim_box(cutout.alpha) if trim else None
-                x0, y0, x1, y1 = box if box else (0, 0, image.shape[1], image.shape[0])
                 outputs = [f"{stem}_cutout.png"]
-                archive.writestr(
-                    outputs[0], encode_png(to_rgba(cutout.foreground[y0:y1, x0:x1], cutout.alpha[y0:y1, x0:x1]))
-                )
+                archive.writestr(outputs[0], cutout_png(cutout.foreground, cutout.alpha, trim=trim))
                 if layers:
                     extra = {"detection": {"backend": detection.choice.name}}
                     inner = layers_zip(image, instances, chosen, matte, source_name=name, extra=extra)

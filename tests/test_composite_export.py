@@ -132,3 +132,20 @@ def test_background_plate_fills_hole_and_keeps_the_rest():
     plate = background_plate(image, alpha, grow_px=2)
     np.testing.assert_array_equal(plate[:15], image[:15])
     assert np.abs(plate[30, 40].astype(int) - (40, 120, 200)).max() <= 3
+
+
+def test_cutout_png_full_trimmed_and_empty():
+    from inference.export import cutout_png, trimmed_rgba
+
+    fg = np.full((10, 12, 3), 200, np.uint8)
+    alpha = np.zeros((10, 12), np.float32)
+    alpha[2:5, 3:9] = 1.0
+    assert _decode(cutout_png(fg, alpha)).size == (12, 10)
+    trimmed = _decode(cutout_png(fg, alpha, trim=True))
+    assert trimmed.size == (6, 3) and np.asarray(trimmed)[..., 3].min() == 255
+    assert _decode(cutout_png(fg, alpha, trim=True, margin=1)).size == (8, 5)
+    rgba, box = trimmed_rgba(fg, alpha)
+    assert box == (3, 2, 9, 5) and rgba.shape == (3, 6, 4)
+    empty = np.zeros_like(alpha)
+    assert trimmed_rgba(fg, empty) is None
+    assert _decode(cutout_png(fg, empty, trim=True)).size == (12, 10)  # nothing visible: stays full size

@@ -117,3 +117,18 @@ def test_auto_backend_without_weights_is_classic_and_says_why(tmp_path, monkeypa
         create_refiner("animeseg")
     with pytest.raises(ValueError, match="expected backend"):
         DetectionSettings(backend="yolo")
+
+
+def test_choose_by_rule():
+    from inference.pipeline import choose_by_rule
+
+    size = (20, 40)
+    masks = [np.zeros(size, np.float32) for _ in range(2)]
+    masks[0][2:6, 2:6] = 1  # 16 px
+    masks[1][2:10, 20:30] = 1  # 80 px
+    inst = Instances.from_full_masks(masks, [0.9, 0.8], "test")
+    assert choose_by_rule(inst, "all") == [0, 1]
+    assert choose_by_rule(inst, "largest") == [1]
+    assert choose_by_rule(Instances.empty(size, "test"), "largest") == []
+    with pytest.raises(ValueError, match="expected rule"):
+        choose_by_rule(inst, "biggest")
