@@ -3,9 +3,16 @@
     python extract.py --img picture.png              # writes picture_cutout.png beside it
     python extract.py --img "art/*.jpg" --out cutouts --layers
     python extract.py --img folder/ --select largest --background "#ffffff" --format jpeg
+    python extract.py --img p.png --points "120,80;300,200,-"   # include / exclude clicks
 
 Folders and globs are processed as a batch with a progress bar; a file that
 fails is reported on one line and skipped, and the exit status is 1 if any did.
+Inputs that would write the same file name (``plain.webp`` and ``plain.bmp`` into
+one folder) keep their extension in it (``plain.webp_cutout.png``,
+``plain.bmp_cutout.png``); the rule is printed when it applies.
+
+Every picture goes through :func:`inference.outputs.cut_out_picture`, the same
+function the studio's Batch page and the HTTP API use.
 """
 
 from __future__ import annotations
@@ -17,29 +24,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
-from inference.composite import Background
-from inference.export import cutout_png, encode_image, layers_zip, mask_png, trim_box
-from inference.image_io import DEFAULT_MAX_PIXELS, SUPPORTED_EXTENSIONS, ImageLoadError, load_image
-from inference.instances import Instances
+from inference import model_cache
+from inference.composite import Background, parse_background
+from inference.errors import ModelUnavailable
+from inference.image_io import SUPPORTED_EXTENSIONS, ImageLoadError, load_image, pixel_limit, safe_stem, unique_stems
+from inference.instances import Click
 from inference.matte import MatteSettings
-from inference.pipeline import SELECTION_RULES, choose_by_rule, detect_characters, render_cutout, render_preview
-from inference.segmenter import BACKENDS, REFINERS, DetectionSettings, ModelUnavailable, create_refiner, create_segmenter
+from inference.outputs import OutputOptions, cut_out_picture
+from inference.pipeline import check_rule
+from inference.picture import Picture
+from inference.prompt import parse_points
+from inference.segmenter import BACKENDS, REFINERS, DetectionSettings
 
 
-@dataclass(frozen=True)
-class OutputOptions:
-    """What to write for each picture."""
+@dataclass(frozen=True, eq=False)
+class Job:
+    """What to do with every picture of one run."""
 
     out_dir: Path | None
-    select: str
-    background: Background
-    image_format: str
-    trim: bool
-    write_mask: bool
-    write_layers: bool
+    select: str | None
+    points: tuple[Click, ...]
+    prompt_model: str
+    options: OutputOptions
     max_pixels: int
+    #: Every input of the run (resolved), never written over.
+    inputs: frozenset[Path] = frozenset()
 
 
 def expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
@@ -62,86 +71,90 @@ def expand_inputs(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
     return found, unmatched
 
 
-def choose_indices(instances: Instances, select: str) -> list[int]:
-    """``all``, ``largest``, or 1-based numbers as the app shows them (``"1,3"``)."""
-    if select in SELECTION_RULES:
-        return choose_by_rule(instances, select)
+def output_stems(paths: Sequence[Path], out_dir: Path | None) -> dict[Path, str]:
+    """The file name stem of each input's outputs: :func:`~inference.image_io.unique_stems` among
+    the inputs writing into the same folder (``--out``, or each input's own folder)."""
+    folders: dict[Path, list[Path]] = {}
+    for path in paths:
+        folders.setdefault((out_dir or path.parent).resolve(), []).append(path)
+    stems: dict[Path, str] = {}
+    for group in folders.values():
+        stems.update(zip(group, unique_stems([p.name for p in group])))
+    return stems
+
+
+def parse_background_option(spec: str, fit: str) -> Background:
+    """``transparent``, ``blur``, a colour (``white``, ``#rrggbb``, ``r,g,b``) or a picture path."""
     try:
-        numbers = [int(part) for part in select.split(",") if part.strip()]
+        return parse_background(spec, fit=fit)
     except ValueError:
-        raise ValueError(f"expected --select all, largest or numbers like 1,3; got {select!r}") from None
-    bad = [n for n in numbers if not 1 <= n <= len(instances)]
-    if bad:
-        raise ValueError(f"expected character numbers 1-{len(instances)}, got {bad}")
-    return sorted({n - 1 for n in numbers})
-
-
-def parse_background(spec: str, fit: str) -> Background:
-    """``transparent``, ``blur``, a colour (``white``, ``black``, ``#rrggbb``) or a picture path."""
-    named = {"white": (255, 255, 255), "black": (0, 0, 0), "green": (0, 177, 64)}
-    if spec in ("transparent", "blur"):
-        return Background(kind=spec)
-    if spec in named:
-        return Background(kind="color", color=named[spec])
-    if spec.startswith("#") and len(spec) == 7:
-        try:
-            rgb = tuple(int(spec[i : i + 2], 16) for i in (1, 3, 5))
-        except ValueError:
-            raise ValueError(f"expected a colour like #12ab34, got {spec!r}") from None
-        return Background(kind="color", color=rgb)
+        if not Path(spec).is_file():
+            raise ValueError(
+                f"expected --background transparent, blur, a colour like #ff8800 or white, or a picture file; "
+                f"got {spec!r}"
+            ) from None
     return Background(kind="image", image=load_image(spec).image, fit=fit)
 
 
 def process_file(
-    path: Path, segmenter, refiner, settings: DetectionSettings, matte: MatteSettings, options: OutputOptions
+    path: Path, stem: str, settings: DetectionSettings, matte: MatteSettings, job: Job
 ) -> tuple[list[Path], tuple[str, ...]]:
     """Cut out one picture and write its files.
 
     Returns:
-        The paths written, and the segmenter's notes for the user (e.g. "busy background").
+        The paths written, and the notes for the user (e.g. "busy background").
     """
-    loaded = load_image(path, max_pixels=options.max_pixels)
-    image = loaded.image
-    detection = detect_characters(image, settings, segmenter=segmenter, refiner=refiner)
-    instances = detection.instances
-    if not len(instances):
-        raise ValueError("no character found (try --backend rtmdet with the anime model, or another picture)")
-    chosen = choose_indices(instances, options.select)
-    cutout = render_cutout(image, instances, chosen, matte)
-    out_dir = options.out_dir or path.parent
+    picture = Picture.from_path(path, max_pixels=job.max_pixels)
+    result = cut_out_picture(
+        picture,
+        stem=stem,
+        settings=settings,
+        matte=matte,
+        select=job.select,
+        points=job.points,
+        options=job.options,
+        prompt_model=job.prompt_model,
+    )
+    out_dir = job.out_dir or path.parent
+    targets = [out_dir / name for name, _ in result.files]
+    clash = [t for t in targets if t.resolve() in job.inputs]
+    if clash:
+        raise ValueError(f"writing {clash[0].name} would overwrite an input of this run; choose another --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    if options.background.kind == "transparent":
-        target = out_dir / f"{path.stem}_cutout.png"
-        target.write_bytes(cutout_png(cutout.foreground, cutout.alpha, trim=options.trim))
-    else:
-        box = trim_box(cutout.alpha) if options.trim else None
-        crop = (slice(box[1], box[3]), slice(box[0], box[2])) if box else (slice(None), slice(None))
-        suffix = "jpg" if options.image_format == "jpeg" else options.image_format
-        target = out_dir / f"{path.stem}_composite.{suffix}"
-        composite = render_preview(image, cutout, options.background)
-        target.write_bytes(encode_image(np.ascontiguousarray(composite[crop]), options.image_format))
-    written.append(target)
-    if options.write_mask:
-        target = out_dir / f"{path.stem}_mask.png"
-        target.write_bytes(mask_png(cutout.alpha))
+    for target, (_, data) in zip(targets, result.files):
+        target.write_bytes(data)
         written.append(target)
-    if options.write_layers:
-        target = out_dir / f"{path.stem}_layers.zip"
-        extra = {"detection": {"backend": detection.choice.name, "refine": settings.refine, "tta": settings.tta}}
-        target.write_bytes(layers_zip(image, instances, chosen, matte, source_name=path.name, extra=extra))
-        written.append(target)
-    return written, instances.notes
+    return written, result.notes
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = MatteSettings()
     parser = argparse.ArgumentParser(
-        prog="extract.py", description="Cut anime and cartoon characters out of pictures (writes <stem>_cutout.png)."
+        prog="extract.py",
+        description="Cut anime and cartoon characters out of pictures (writes <stem>_cutout.png).",
+        epilog="Inputs that would write the same name into one folder keep their extension in it "
+        "(plain.webp, plain.bmp -> plain.webp_cutout.png, plain.bmp_cutout.png); the same file name from two "
+        "folders into one --out gets -2, -3. Nothing is overwritten within one run.",
     )
     parser.add_argument("--img", nargs="+", required=True, metavar="PATH", help="pictures, folders or globs")
     parser.add_argument("--out", type=Path, help="output folder (default: beside each input)")
-    parser.add_argument("--select", default="all", help="all | largest | character numbers like 1,3 (default all)")
+    parser.add_argument(
+        "--select", default=None, help="all | largest | character numbers like 1,3, numbered left to right (default all)"
+    )
+    parser.add_argument(
+        "--points",
+        default=None,
+        metavar='"X,Y;X,Y,-"',
+        help="clicks in picture pixels, applied after --select: include by default, ',-' excludes; a click on "
+        "no character cuts out what lies there (point prompt)",
+    )
+    parser.add_argument(
+        "--prompt-model",
+        choices=model_cache.PROMPTERS,
+        default="auto",
+        help="point prompt model for --points on no character (auto: SAM 2 when its weights are installed)",
+    )
     parser.add_argument("--layers", action="store_true", help="also write <stem>_layers.zip: one RGBA layer per character")
     parser.add_argument("--mask", action="store_true", help="also write <stem>_mask.png")
     parser.add_argument("--trim", action="store_true", help="crop the output to the characters")
@@ -169,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow weight files that need full unpickling (only files you trust)",
     )
-    model.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger pictures")
+    model.add_argument(
+        "--max-pixels", type=int, default=None, help="refuse larger pictures (default 24 MP or $NUKKI_MAX_PIXELS)"
+    )
     return parser
 
 
@@ -196,20 +211,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             trust_checkpoints=args.trust_checkpoint,
         )
-        if args.max_pixels <= 0:
-            raise ValueError(f"expected --max-pixels > 0, got {args.max_pixels}")
-        options = OutputOptions(
+        max_pixels = pixel_limit() if args.max_pixels is None else args.max_pixels
+        if max_pixels <= 0:
+            raise ValueError(f"expected --max-pixels > 0, got {max_pixels}")
+        job = Job(
             out_dir=args.out,
-            select=args.select,
-            background=parse_background(args.background, args.fit),
-            image_format=args.format,
-            trim=args.trim,
-            write_mask=args.mask,
-            write_layers=args.layers,
-            max_pixels=args.max_pixels,
+            select=check_rule(args.select) if args.select is not None else None,
+            points=parse_points(args.points) if args.points is not None else (),
+            prompt_model=args.prompt_model,
+            options=OutputOptions(
+                background=parse_background_option(args.background, args.fit),
+                image_format=args.format,
+                trim=args.trim,
+                mask=args.mask,
+                layers=args.layers,
+            ),
+            max_pixels=max_pixels,
         )
-        segmenter, choice = create_segmenter(settings)
-        refiner = create_refiner(settings.refine, device=settings.device, trust=settings.trust_checkpoints)
+        # Load the models now (once per process), so a missing one fails before any file.
+        _, choice = model_cache.get_segmenter(settings)
+        model_cache.get_refiner(settings.refine, device=settings.device, trust=settings.trust_checkpoints)
+        prompter = model_cache.resolve_prompter(args.prompt_model) if job.points else None
     except (ValueError, ModelUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -219,11 +241,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not paths:
         return 1
     print(choice.reason, file=sys.stderr)
+    if prompter is not None:
+        print(f"Point prompts: {prompter.reason}", file=sys.stderr)
+    job = replace(job, inputs=frozenset(p.resolve() for p in paths))
+    stems = output_stems(paths, args.out)
+    renamed = [p for p in paths if stems[p] != safe_stem(p.name)]
+    if renamed:
+        print(
+            "note: inputs with the same name keep their extension in the output names: "
+            + ", ".join(f"{p.name} -> {stems[p]}_*" for p in renamed),
+            file=sys.stderr,
+        )
     failures = len(unmatched)
     progress = _progress(paths)
     for path in progress:
         try:
-            written, notes = process_file(path, segmenter, refiner, settings, matte, options)
+            written, notes = process_file(path, stems[path], settings, matte, job)
             for note in notes:
                 _report(progress, f"note: {path.name}: {note}")
             if len(paths) == 1:

@@ -72,6 +72,18 @@ setup() {
   say "installing $requirements"
   "${pip[@]}" install -q -r "$requirements"
 
+  # 3b. Meta's sam2 (SAM 2.1 point prompts), an sdist built against the torch above without its
+  #     CUDA extension. --no-deps: its metadata asks for torchvision, which would pull a CUDA torch
+  #     from PyPI and whose PyPI wheels do not load beside the CPU torch; Nukki never imports it
+  #     (inference/sam2_prompt.py does the resizing itself). Its other dependencies, pinned:
+  "${pip[@]}" install -q hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 \
+    iopath==0.1.10 portalocker==4.4.2
+  if ! "$py" -c "import importlib.metadata as m, sys; sys.exit(m.version('sam2') != '1.1.0')" 2>/dev/null; then
+    say "installing sam2 1.1.0 (SAM 2.1 point prompts)"
+    SAM2_BUILD_CUDA=0 "${pip[@]}" install -q --no-deps --no-build-isolation sam2==1.1.0
+  fi
+  "$py" -c "import sam2.build_sam" || { say "sam2 does not import after set-up"; exit 1; }
+
   # 4. opencv-contrib last: mmengine pulls opencv-python, which shares the cv2 folder and lacks
   #    cv2.ximgproc. Remove the plain builds and put the contrib build back on top.
   "${pip[@]}" uninstall -q -y opencv-python opencv-python-headless >/dev/null 2>&1 || true
@@ -99,6 +111,11 @@ case "${1:-app}" in
     setup 0
     shift || true
     exec "$VENV/bin/python" -m streamlit run app.py "$@"
+    ;;
+  api)
+    # The HTTP API on NUKKI_API_HOST:NUKKI_API_PORT (default 127.0.0.1:8000); docs at /docs.
+    setup 0
+    exec "$VENV/bin/python" -m api
     ;;
   test)
     setup 1

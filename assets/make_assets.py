@@ -177,7 +177,7 @@ def make_example(sample: str = "trio-gradient", background: str = "sunset") -> d
     from inference.composite import Background
     from inference.image_io import load_image
     from inference.matte import MatteSettings
-    from inference.pipeline import detect_characters, render_cutout, render_preview
+    from inference.pipeline import detect_characters, render_cutout, render_composite as render_preview
     from inference.segmenter import DetectionSettings
 
     _, _, _, _, ext = SAMPLES[sample]

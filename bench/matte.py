@@ -1,25 +1,17 @@
-"""Speed of the matte stage: what one slider change costs the app.
+"""Timing of the matte: full quality against the Nuggy baseline, and the display-size preview.
 
-For each picture size, a synthetic scene (two characters on a textured
-background, ``tests/scenes.py``) with a refine-net-like prior is matted with
-cumulative settings, so each row adds one slider-driven stage:
+* **Full quality** (what downloads use): ``refine_alpha`` + ``estimate_foreground``
+  with the defaults, against ``bench/nuggy.py``'s ``nuggy_alpha``, interleaved in one
+  process (one of each per round, same picture, same prior, same ``cv2`` threads) at
+  1920x1080 and 3840x2160, with the stages of Nukki's time listed.
+* **Preview** (what a slider change costs): ``refine_alpha`` (+ ``estimate_foreground``)
+  on ``preview_inputs(..., max_side=1280)``'s picture and prior, at 1, 8 and 24 MP. The
+  picture's shrink is cached by the caller (once per picture), the prior's once per
+  selection: both are listed separately, not in the slider path.
 
-* ``threshold``: threshold + crop + soft ramp (no islands/holes, no filter);
-* ``+ islands/holes``: the defaults' island and hole sizes;
-* ``+ guided filter``: the default guided filter (``fast=False``);
-* ``... fast``: the same with ``fast=True`` (the fast guided filter);
-* ``+ feather 2``: feathering added to the fast settings;
-* ``decontaminate``: :func:`estimate_foreground` on the default alpha;
-* ``composite``: ``composite_over`` onto a plain background;
-* ``RE-RENDER``: ``refine_alpha`` + ``estimate_foreground`` (when the settings
-  ask for it) + ``composite_over``, which is what the app does per slider change.
-
-Full-frame filters without the crop (``guided_filter``, ``fast_guided_filter``,
-and ``cv2.ximgproc.guidedFilter``) are listed for scale. Times are wall-clock
-milliseconds, median and minimum of ``--repeat`` runs; other processes on the
-machine inflate the median, the minimum is the machine's best case.
-
-Run: ``python bench/matte.py`` (about a minute).
+Pictures above 2 MP are the 1920x1080 scene upscaled (rendering them natively takes GBs).
+Times are wall-clock milliseconds, median (and minimum) of ``--repeat`` rounds.
+Run: ``python bench/matte.py --threads 2`` (about a minute).
 """
 
 from __future__ import annotations
@@ -33,111 +25,104 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
+from nuggy import nuggy_alpha
 
-from inference.composite import composite_over  # noqa: E402
-from inference.matte import (  # noqa: E402
+from inference.foreground import estimate_foreground
+from inference.matte import (
     MatteSettings,
-    estimate_foreground,
-    fast_guided_filter,
-    guided_filter,
+    preview_inputs,
     refine_alpha,
+    shrink_for_preview,
 )
-from tests.scenes import make_scene, refine_net_like  # noqa: E402
+from tests.scenes import make_strand_scene, refine_net_like
 
-SIZES = {
-    "1 MP (1024x1024)": (1024, 1024),
-    "1920x1080": (1080, 1920),
-    "8 MP (3840x2160)": (2160, 3840),
-}
+PREVIEW_SIDE = 1280
+
+
+def picture(size: tuple[int, int], base: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Image and refine-net-like prior of ``size`` ``(H, W)``."""
+    height, width = size
+    if base is None or (height, width) == base[0].shape[:2]:
+        if base is not None:
+            return base
+        scene = make_strand_scene("textured", size, seed=2)
+        return scene.image, refine_net_like(scene.alpha, long_side=720 * max(size) // 1920)
+    image = cv2.resize(base[0], (width, height), interpolation=cv2.INTER_LINEAR)
+    prior = cv2.resize(base[1], (width, height), interpolation=cv2.INTER_LINEAR)
+    return image, prior
+
+
+def once(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000.0
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median and minimum wall time of ``fn`` in milliseconds (after one warm-up call)."""
     fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
+    times = [once(fn) for _ in range(repeat)]
     return float(np.median(times)), float(np.min(times))
-
-
-def scene_at(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Image and refine-net-like prior; 8 MP is the 1920x1080 scene upscaled 2x (rendering it natively takes GBs)."""
-    height, width = size
-    if height * width > 4_000_000:
-        scene = make_scene(2, "textured", (height // 2, width // 2), seed=1)
-        image = cv2.resize(scene.image, (width, height), interpolation=cv2.INTER_LINEAR)
-        alpha = cv2.resize(scene.alpha, (width, height), interpolation=cv2.INTER_LINEAR)
-    else:
-        scene = make_scene(2, "textured", size, seed=1)
-        image, alpha = scene.image, scene.alpha
-    return image, refine_net_like(alpha)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--sizes", nargs="*", default=list(SIZES), help="subset of: " + ", ".join(SIZES))
+    parser.add_argument("--threads", type=int, default=2, help="cv2.setNumThreads for both methods (default 2)")
     args = parser.parse_args()
+    cv2.setNumThreads(args.threads)
     defaults = MatteSettings()
-    fast = replace(defaults, fast=True)
     print(f"cv2 threads: {cv2.getNumThreads()}, CPUs: {os.cpu_count()}, load average: "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"defaults: {defaults}")
-    print(f"preview:  fast=True (fast guided filter, subsample {fast.fast_subsample})")
-    stages = [
-        ("threshold", replace(defaults, min_island_area=0, max_hole_area=0, guided_radius=0, decontaminate=False)),
-        ("+ islands/holes", replace(defaults, guided_radius=0, decontaminate=False)),
-        ("+ guided filter", replace(defaults, decontaminate=False)),
-        ("+ guided filter, fast", replace(fast, decontaminate=False)),
-        ("+ feather 2, fast", replace(fast, feather=2.0, decontaminate=False)),
-    ]
-    columns = [name for name in SIZES if name in args.sizes]
-    rows: dict[str, dict[str, str]] = {}
+    base = picture((1080, 1920))
 
-    def record(label: str, column: str, result: tuple[float, float]) -> None:
-        rows.setdefault(label, {})[column] = f"{result[0]:7.1f} / {result[1]:6.1f}"
-
-    for column in columns:
-        image, prior = scene_at(SIZES[column])
-        background = np.zeros_like(image)
-        background[:] = (20, 200, 60)
-        for label, settings in stages:
-            record(f"refine_alpha: {label}", column, timed(lambda: refine_alpha(image, prior, settings), args.repeat))
+    print("\nFULL QUALITY vs NUGGY, interleaved, ms (median / min)")
+    header = f"{'picture':<12} {'nukki':>16} {'nuggy':>16} {'ratio':>6}   nukki stages (median): refine_alpha / decontaminate"
+    print(header)
+    for size in ((1080, 1920), (2160, 3840)):
+        image, prior = picture(size, base)
         alpha = refine_alpha(image, prior, defaults)
-        band = int(((alpha > 0) & (alpha < 1)).sum())
-        record("decontaminate", column, timed(lambda: estimate_foreground(image, alpha), args.repeat))
-        foreground = estimate_foreground(image, alpha)
-        record("composite", column, timed(lambda: composite_over(foreground, alpha, background), args.repeat))
 
-        def rerender(settings: MatteSettings) -> np.ndarray:
-            a = refine_alpha(image, prior, settings)
-            f = estimate_foreground(image, a) if settings.decontaminate else image
-            return composite_over(f, a, background)
+        def nukki() -> None:
+            a = refine_alpha(image, prior, defaults)
+            estimate_foreground(image, a)
 
-        record("RE-RENDER defaults (fast=False)", column, timed(lambda: rerender(defaults), args.repeat))
-        record("RE-RENDER preview (fast=True)", column, timed(lambda: rerender(fast), args.repeat))
-        record("RE-RENDER preview, no decontaminate", column,
-               timed(lambda: rerender(replace(fast, decontaminate=False)), args.repeat))
-        full = max(3, args.repeat // 3)
-        radius, eps = defaults.guided_radius, defaults.guided_eps
-        record(f"full frame guided_filter r={radius}", column,
-               timed(lambda: guided_filter(image, prior, radius, eps), full))
-        record(f"full frame fast_guided_filter r={radius} s={fast.fast_subsample}", column,
-               timed(lambda: fast_guided_filter(image, prior, radius, eps, fast.fast_subsample), full))
-        record(f"full frame cv2.ximgproc.guidedFilter r={radius}", column,
-               timed(lambda: cv2.ximgproc.guidedFilter(image, prior, radius, eps * 255.0**2), full))
-        rows.setdefault("(edge band pixels, 0<alpha<1)", {})[column] = f"{band:d}"
+        nukki()
+        nuggy_alpha(image, prior)
+        ours, theirs = [], []
+        for _ in range(args.repeat):
+            ours.append(once(nukki))
+            theirs.append(once(lambda: nuggy_alpha(image, prior)))
+        stage_alpha = timed(lambda: refine_alpha(image, prior, defaults), max(3, args.repeat // 3))[0]
+        stage_fg = timed(lambda: estimate_foreground(image, alpha), max(3, args.repeat // 3))[0]
+        ratio = np.median(ours) / np.median(theirs)
+        print(f"{size[1]}x{size[0]:<7} {np.median(ours):8.1f} / {np.min(ours):5.1f} "
+              f"{np.median(theirs):8.1f} / {np.min(theirs):5.1f} {ratio:6.2f}   {stage_alpha:.1f} / {stage_fg:.1f}")
 
-    width = max(len(label) for label in rows)
-    print("\nmilliseconds, median / min")
-    print(" " * width + "".join(f"  {c:>18s}" for c in columns))
-    for label, cells in rows.items():
-        print(label.ljust(width) + "".join(f"  {cells.get(c, ''):>18s}" for c in columns))
+    print(f"\nPREVIEW at max_side {PREVIEW_SIDE}, per slider change, ms (median / min)")
+    print(f"{'picture':<18} {'refine_alpha':>15} {'+ decontaminate':>16} {'worst slider':>13}   "
+          f"once per picture / per selection: image shrink, prior shrink")
+    for label, size in (("1 MP 1334x750", (750, 1334)), ("8 MP 3840x2160", (2160, 3840)),
+                        ("24 MP 6000x4000", (4000, 6000))):
+        image, prior = picture(size, base)
+        small_image, small_prior, scaled = preview_inputs(image, prior, defaults, max_side=PREVIEW_SIDE)
+        alpha_only = timed(lambda: refine_alpha(small_image, small_prior, scaled), args.repeat)
+
+        def with_colours(settings: MatteSettings = scaled) -> None:
+            a = refine_alpha(small_image, small_prior, settings)
+            estimate_foreground(small_image, a)
+
+        full = timed(with_colours, args.repeat)
+        # The slowest slider end: the widest guided filter and feather.
+        worst = timed(lambda: with_colours(replace(scaled, guided_radius=32, feather=10.0)), args.repeat)
+        shrink_image = timed(lambda: shrink_for_preview(image, PREVIEW_SIDE), 3)[0]
+        shrink_prior = timed(lambda: shrink_for_preview(prior, PREVIEW_SIDE), 3)[0]
+        print(f"{label:<18} {alpha_only[0]:7.1f} / {alpha_only[1]:5.1f} {full[0]:8.1f} / {full[1]:5.1f} "
+              f"{worst[0]:6.1f} / {worst[1]:4.1f}   {shrink_image:.1f}, {shrink_prior:.1f}")
 
 
 if __name__ == "__main__":

@@ -30,13 +30,15 @@ one click.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from inference.image_io import check_rgb_image
-from inference.instances import COVER_THRESHOLD, Click, Instances
+from inference.instances import COVER_THRESHOLD, Click, Instances, tight_box
 
 #: How to install the anime model; said to the user on busy backgrounds.
 ANIME_MODEL_INSTALL = "python -m inference.weights download rtmdet"
@@ -50,6 +52,8 @@ BUSY_BACKGROUND_NOTE = (
 
 #: Pictures with a shorter side than this have no room for a border and a character.
 MIN_SIDE_PX = 8
+#: Pictures whose analysis a segmenter remembers for point prompts (each is work-resolution sized: small).
+ANALYSES_KEPT = 4
 
 # For Gaussian noise of per-channel standard deviation s, the median Euclidean
 # length of a 3-channel residual is about 1.54 s.
@@ -432,11 +436,10 @@ def _soft_edges(
 
 def _tighten(box: Box, soft: np.ndarray) -> tuple[Box, np.ndarray] | None:
     """Shrink a box and its ``(h, w)`` soft mask to the pixels above zero; ``None`` when there are none."""
-    rows = np.flatnonzero(soft.max(axis=1) > 0)
-    if rows.size == 0:
+    inner = tight_box(soft > 0)
+    if inner is None:
         return None
-    cols = np.flatnonzero(soft.max(axis=0) > 0)
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    c0, r0, c1, r1 = inner
     x0, y0 = box[0], box[1]
     return (x0 + c0, y0 + r0, x0 + c1, y0 + r1), np.ascontiguousarray(soft[r0:r1, c0:c1], dtype=np.float32)
 
@@ -491,8 +494,9 @@ class ClassicSegmenter:
     """Weight-free character segmenter for flat and gradient backgrounds.
 
     Implements the :class:`~inference.segmenter.Segmenter` and
-    :class:`~inference.segmenter.PointSegmenter` protocols. Stateless apart from
-    its options, so one instance may serve many pictures.
+    :class:`~inference.segmenter.PointSegmenter` protocols. Apart from its options
+    it only remembers the analyses of the last few pictures named by a digest (for
+    repeated point prompts), thread-safely, so one instance may serve many pictures.
     """
 
     name = "classic"
@@ -504,6 +508,8 @@ class ClassicSegmenter:
             options: tuning; ``None`` for the :class:`ClassicOptions` defaults.
         """
         self.options = options if options is not None else ClassicOptions()
+        self._analyses: OrderedDict[str, _Analysis] = OrderedDict()
+        self._analyses_lock = threading.Lock()
 
     # ------------------------------------------------------------------ public API
     def segment(self, image: np.ndarray) -> Instances:
@@ -546,7 +552,7 @@ class ClassicSegmenter:
             notes=analysis.notes,
         )
 
-    def segment_at(self, image: np.ndarray, click: Click) -> Instances:
+    def segment_at(self, image: np.ndarray, click: Click, *, digest: str | None = None) -> Instances:
         """Cut out whatever lies under one click (include and exclude clicks alike).
 
         Meant for clicks no instance of :meth:`segment` covers: a character too
@@ -563,6 +569,8 @@ class ClassicSegmenter:
         Args:
             image: ``(H, W, 3)`` uint8 RGB.
             click: pixel coordinates; a click outside the picture gives nothing.
+            digest: names the picture (a content hash): its analysis (background model,
+                coarse cut) is then computed once for the next clicks on it.
 
         Returns:
             At most one instance, covering the clicked pixel (soft value >= 0.5);
@@ -576,7 +584,7 @@ class ClassicSegmenter:
         height, width = size
         if min(size) < MIN_SIDE_PX or not (0 <= click.x < width and 0 <= click.y < height):
             return Instances.empty(size, self.name)
-        analysis = self._analyse(image)
+        analysis = self._analysis_for(image, digest)
         found = self._part_at(image, analysis, click)
         if found is None:
             grow = self._grabcut_at if analysis.busy else self._grow_from
@@ -592,6 +600,23 @@ class ClassicSegmenter:
         )
 
     # ------------------------------------------------------------------ analysis
+    def _analysis_for(self, image: np.ndarray, digest: str | None) -> _Analysis:
+        """:meth:`_analyse`, remembered for the last :data:`ANALYSES_KEPT` pictures named by ``digest``."""
+        if digest is None:
+            return self._analyse(image)
+        key = f"{digest}:{image.shape}"
+        with self._analyses_lock:
+            found = self._analyses.get(key)
+            if found is not None:
+                self._analyses.move_to_end(key)
+                return found
+        analysis = self._analyse(image)
+        with self._analyses_lock:
+            self._analyses[key] = analysis
+            while len(self._analyses) > ANALYSES_KEPT:
+                self._analyses.popitem(last=False)
+        return analysis
+
     def _analyse(self, image: np.ndarray) -> _Analysis:
         """Background model, thresholds, busy decision and coarse cut at work resolution."""
         opts = self.options

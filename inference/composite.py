@@ -1,7 +1,9 @@
-"""Putting a cutout over a new background.
+"""Putting a cutout over a new background, and taking the characters out of the old one.
 
 The alpha maths is the ordinary "over" operator on straight (not premultiplied)
 colour: ``out = F * a + B * (1 - a)``, rounded to the nearest uint8.
+:func:`background_plate` is the reverse: the picture with the characters removed
+and the hole inpainted (the layers ZIP's plate).
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inference.export import EMPTY_ALPHA
 from inference.image_io import check_rgb_image
 from inference.instances import tight_box
 
 BACKGROUND_KINDS = ("transparent", "color", "image", "blur")
 FIT_MODES = ("cover", "contain")
+#: Pictures larger than this (long side) are inpainted at reduced size, then the fill is upsampled.
+_INPAINT_LONG_SIDE = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +53,61 @@ class Background:
             check_rgb_image(self.image, "background image")
         if self.blur_sigma <= 0:
             raise ValueError(f"expected blur_sigma > 0, got {self.blur_sigma}")
+
+
+#: Colour names :func:`parse_color` knows (besides ``#rgb``, ``#rrggbb`` and ``r,g,b``).
+NAMED_COLORS = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "grey": (128, 128, 128),
+    "gray": (128, 128, 128),
+    "red": (255, 0, 0),
+    "green": (0, 177, 64),  # chroma-key green
+    "blue": (0, 71, 187),  # chroma-key blue
+}
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """The one colour parser: ``#rrggbb``, ``#rgb``, ``rrggbb``, ``r,g,b`` (0-255 each) or a
+    name in :data:`NAMED_COLORS` (case and surrounding spaces ignored) -> ``(r, g, b)``.
+
+    Raises:
+        ValueError: ``expected a colour like #ff8800, 255,136,0 or white, got ...``.
+    """
+    value = str(text).strip().lower()
+    if value in NAMED_COLORS:
+        return NAMED_COLORS[value]
+    if "," in value:
+        parts = [p.strip() for p in value.split(",")]
+        if len(parts) == 3 and all(p.isdigit() and int(p) <= 255 for p in parts):
+            return int(parts[0]), int(parts[1]), int(parts[2])
+    else:
+        digits = value[1:] if value.startswith("#") else value
+        if len(digits) == 3:
+            digits = "".join(c * 2 for c in digits)
+        if len(digits) == 6 and all(c in "0123456789abcdef" for c in digits):
+            return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+    raise ValueError(f"expected a colour like #ff8800, 255,136,0 or white, got {text!r}")
+
+
+def parse_background(spec: str, *, fit: str = "cover") -> Background:
+    """``transparent``, ``blur`` or a colour (:func:`parse_color`) -> a :class:`Background`.
+
+    Pictures as backgrounds are decoded by the caller (the command line reads a path; the
+    API never reads server paths) and passed as ``Background(kind="image", image=...)``.
+
+    Raises:
+        ValueError: none of those.
+    """
+    value = str(spec).strip().lower()
+    if value in ("transparent", "blur"):
+        return Background(kind=value, fit=fit)
+    try:
+        return Background(kind="color", color=parse_color(spec), fit=fit)
+    except ValueError:
+        raise ValueError(
+            f"expected a background: transparent, blur, or a colour like #ff8800, 255,136,0 or white; got {spec!r}"
+        ) from None
 
 
 def checkerboard(height: int, width: int, *, cell: int = 16) -> np.ndarray:
@@ -137,4 +197,39 @@ def composite_over(foreground: np.ndarray, alpha: np.ndarray, background: np.nda
     np.add(fg, bg, out=fg)
     np.add(fg, 0.5, out=fg)
     out[y0:y1, x0:x1] = fg.astype(np.uint8)
+    return out
+
+
+def background_plate(image: np.ndarray, alpha: np.ndarray, *, grow_px: int = 3) -> np.ndarray:
+    """The picture with the characters removed and the hole inpainted.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        alpha: ``(H, W)`` float32 in ``[0, 1]``; every pixel above 1/255 is removed,
+            grown by ``grow_px`` so no outline of the characters stays behind.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB; unchanged outside the (grown) hole.
+    """
+    if alpha.shape != image.shape[:2]:
+        raise ValueError(f"expected alpha of size {image.shape[:2]}, got {alpha.shape}")
+    hole = (alpha > EMPTY_ALPHA).astype(np.uint8)
+    if grow_px > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow_px + 1, 2 * grow_px + 1))
+        hole = cv2.dilate(hole, kernel)
+    if not hole.any():
+        return image.copy()
+    height, width = hole.shape
+    scale = min(1.0, _INPAINT_LONG_SIDE / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        small_hole = (cv2.resize(hole, size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
+        small_hole = cv2.dilate(small_hole, np.ones((3, 3), np.uint8))
+        filled = cv2.inpaint(small_image, small_hole, 5, cv2.INPAINT_TELEA)
+        fill = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
+    else:
+        fill = cv2.inpaint(image, hole, 5, cv2.INPAINT_TELEA)
+    out = image.copy()
+    out[hole > 0] = fill[hole > 0]
     return out

@@ -9,25 +9,85 @@ one. Everything that can go wrong with the input raises :class:`ImageLoadError`
 from __future__ import annotations
 
 import io
+import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: Largest picture accepted by default (width x height). 36 MP covers an 8K frame
-#: with room to spare; decoded it is about 100 MB of RGB.
-DEFAULT_MAX_PIXELS = 36_000_000
+#: The one pixel limit (width x height) of every door (studio, command line, batch, API):
+#: 24 MP (6000 x 4000). A small file can decode to a huge picture (a PNG of one flat colour
+#: compresses 1000:1), and every decoded megapixel costs about 40 MB while a cutout is worked
+#: on (RGB, float32 masks, guided-filter planes, the preview), so 24 MP keeps one session
+#: under about 1 GB. ``NUKKI_MAX_PIXELS`` overrides it (see :func:`pixel_limit`).
+MAX_PIXELS = 24_000_000
 
-#: Formats people are told they can upload (Pillow format names).
-SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
-#: File extensions matching :data:`SUPPORTED_FORMATS`, lower case, no dot.
+#: File extensions of the formats people may upload, lower case, no dot
+#: (PNG, JPEG, WebP, BMP, TIFF, GIF).
 SUPPORTED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif")
+
+
+def pixel_limit() -> int:
+    """The pixel limit in force: ``$NUKKI_MAX_PIXELS`` when it is a positive integer
+    (``_`` separators allowed), else :data:`MAX_PIXELS`. Read on every call."""
+    raw = os.environ.get("NUKKI_MAX_PIXELS", "").strip().replace("_", "")
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return MAX_PIXELS
+
+
+def safe_stem(name: str) -> str:
+    """The one rule for naming outputs after an input: the file name's last part
+    (after any ``/`` or ``\\``) without its extension, every character other than a
+    letter, digit, ``-`` or ``_`` replaced by ``_``; ``"picture"`` when nothing is left.
+
+    ``"dir\\my pic.v2.png"`` -> ``"my_pic_v2"``; ``".png"`` -> ``"picture"``.
+    """
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem.strip())
+    return safe or "picture"
+
+
+def unique_stems(names: Sequence[str]) -> list[str]:
+    """Output stems for pictures written to one place, never two alike (ignoring case).
+
+    The rule: each name gets :func:`safe_stem`. Names whose stems collide keep their
+    extension instead (``plain.webp`` -> ``plain.webp``, ``plain.bmp`` -> ``plain.bmp``,
+    so the outputs read ``plain.webp_cutout.png``, ``plain.bmp_cutout.png``). If those
+    still collide (the same file name from two folders), ``-2``, ``-3``, ... are added
+    in input order.
+    """
+    stems = [safe_stem(n) for n in names]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem.lower()] = counts.get(stem.lower(), 0) + 1
+    out: list[str] = []
+    taken: set[str] = set()
+    for name, stem in zip(names, stems):
+        if counts[stem.lower()] > 1:
+            base = str(name).replace("\\", "/").rsplit("/", 1)[-1].strip()
+            ext = base.rsplit(".", 1)[1] if "." in base.lstrip(".") else ""
+            ext = "".join(c for c in ext if c.isalnum())
+            if ext:
+                stem = f"{stem}.{ext}"
+        candidate, n = stem, 2
+        while candidate.lower() in taken:
+            candidate, n = f"{stem}-{n}", n + 1
+        taken.add(candidate.lower())
+        out.append(candidate)
+    return out
 
 
 class ImageLoadError(ValueError):
     """The input is not a picture Nukki can use; the message says why."""
+
+
+class PictureTooLarge(ImageLoadError):
+    """The picture has (or declares) more pixels than the limit allows (HTTP 413 in the API)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,12 +131,13 @@ def check_rgb_image(image: object, what: str = "image") -> np.ndarray:
     return image
 
 
-def load_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+def load_image(source: bytes | str | Path, *, max_pixels: int | None = None) -> LoadedImage:
     """Decode a picture from bytes or a file path.
 
     Args:
         source: the encoded file (bytes) or a path to it.
-        max_pixels: refuse pictures with more than this many pixels (width x height).
+        max_pixels: refuse pictures with more than this many pixels (width x height);
+            ``None``: :func:`pixel_limit`.
 
     Returns:
         The decoded :class:`LoadedImage` (first frame of animated files).
@@ -84,9 +145,11 @@ def load_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXE
     Raises:
         ImageLoadError: empty, truncated, corrupt, unsupported or too large input.
     """
+    if max_pixels is None:
+        max_pixels = pixel_limit()
     if max_pixels <= 0:
         raise ValueError(f"expected max_pixels > 0, got {max_pixels}")
-    data = _read_source(source)
+    data = read_picture_bytes(source)
     if not data:
         raise ImageLoadError("The file is empty: expected a picture, got 0 bytes.")
     with warnings.catch_warnings():
@@ -96,7 +159,7 @@ def load_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXE
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise ImageLoadError(
+                    raise PictureTooLarge(
                         f"The picture is too large: {width}x{height} = {width * height / 1e6:.1f} MP, "
                         f"the limit is {max_pixels / 1e6:.1f} MP. Scale it down and try again."
                     )
@@ -108,7 +171,7 @@ def load_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXE
         except ImageLoadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageLoadError(
+            raise PictureTooLarge(
                 f"The picture declares too many pixels to decode safely ({exc}). It may be a decompression bomb."
             ) from None
         except UnidentifiedImageError:
@@ -120,7 +183,12 @@ def load_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXE
     return LoadedImage(image=image, alpha=alpha, format=fmt)
 
 
-def _read_source(source: bytes | str | Path) -> bytes:
+def read_picture_bytes(source: bytes | str | Path) -> bytes:
+    """The bytes of ``source`` (returned as is) or of the file at that path.
+
+    Raises:
+        ImageLoadError: no such file, a folder, or unreadable (the message says which).
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     if isinstance(source, (str, Path)):

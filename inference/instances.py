@@ -1,4 +1,4 @@
-"""Detected characters and the click rules that choose among them.
+"""Detected characters and the click rule that chooses among them.
 
 Every segmenter (the weight-free classic one, the RTMDet-Ins anime model) returns
 one :class:`Instances`. Soft masks are stored cropped to their boxes, so ten
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 #: A soft mask value at or above this counts as "the character covers this pixel".
@@ -179,15 +180,6 @@ class Instances:
         """Indices of instances covering pixel ``(x, y)``, best score first."""
         return [i for i in self._order if self.value_at(i, x, y) >= COVER_THRESHOLD]
 
-    def label_map(self) -> np.ndarray:
-        """``(H, W)`` int32: the best-scoring covering instance per pixel, -1 for none."""
-        labels = np.full(self.image_size, -1, np.int32)
-        for index in reversed(self._order):  # best score painted last, so it wins
-            x0, y0, x1, y1 = self.boxes[index]
-            region = labels[y0:y1, x0:x1]
-            region[self.masks[index] >= COVER_THRESHOLD] = index
-        return labels
-
     def nbytes(self) -> int:
         """Memory held by the masks, in bytes."""
         return sum(m.nbytes for m in self.masks)
@@ -205,6 +197,15 @@ class Instances:
             self.refined_by,
             self.notes,
         )
+
+    def left_to_right(self) -> Instances:
+        """The same instances numbered as the studio shows them: left to right by box
+        ``x0``, ties by ``y0`` (then by detection order). Every door (studio, command
+        line ``--select 1,3``, API) numbers characters this way."""
+        order = sorted(range(len(self)), key=lambda i: (int(self.boxes[i][0]), int(self.boxes[i][1]), i))
+        if order == list(range(len(self))):
+            return self
+        return self.subset(order)
 
     def with_masks(self, masks: Sequence[np.ndarray], refined_by: str) -> Instances:
         """Same boxes and scores with replaced soft masks (one per box, box-cropped)."""
@@ -231,10 +232,12 @@ class Instances:
         )
 
     def describe(self) -> list[dict[str, object]]:
-        """JSON-ready summary per instance: index, box, score, area in pixels."""
+        """JSON-ready summary per instance: index (0-based), number (as people see it: index + 1),
+        box, score, area in pixels."""
         return [
             {
                 "index": i,
+                "number": i + 1,
                 "box_xyxy": [int(v) for v in self.boxes[i]],
                 "score": round(float(self.scores[i]), 4),
                 "area_px": int((self.masks[i] >= COVER_THRESHOLD).sum()),
@@ -243,13 +246,22 @@ class Instances:
         ]
 
 
-def tight_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Smallest ``xyxy`` box (exclusive ends) holding every True pixel of an ``(H, W)`` mask."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+def tight_box(mask: np.ndarray, *, margin: int = 0) -> tuple[int, int, int, int] | None:
+    """The one box helper: smallest ``xyxy`` box (exclusive ends) holding every nonzero pixel of
+    an ``(H, W)`` mask (bool, or any dtype: nonzero counts), grown by ``margin`` px and clipped
+    to the mask; ``None`` when no pixel is set."""
+    if margin < 0:
+        raise ValueError(f"expected margin >= 0, got {margin}")
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
+    if mask.dtype != np.bool_:
+        mask = mask != 0
+    x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    if w == 0 or h == 0:
         return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    height, width = mask.shape
+    return max(0, x - margin), max(0, y - margin), min(width, x + w + margin), min(height, y + h + margin)
 
 
 def apply_click(instances: Instances, chosen: set[int], click: Click) -> int | None:
@@ -277,13 +289,3 @@ def apply_click(instances: Instances, chosen: set[int], click: Click) -> int | N
             return index
     return None
 
-
-def select_instances(instances: Instances, clicks: Iterable[Click]) -> list[int]:
-    """Apply clicks in order, starting from nothing chosen; returns the chosen indices, sorted.
-
-    See :func:`apply_click` for what each click does.
-    """
-    chosen: set[int] = set()
-    for click in clicks:
-        apply_click(instances, chosen, click)
-    return sorted(chosen)

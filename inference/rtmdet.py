@@ -5,65 +5,88 @@ it lazily (inside functions) from everywhere else.
 
 Loading
     ``rtmdetl_e60.ckpt`` is an mmengine checkpoint: ``state_dict`` plus
-    ``meta['cfg']``, the full training config as Python source written for an
-    older mmdet (``file_client_args``, ``custom_imports`` of the ``animeinsseg``
-    package, head type ``RTMDetInsSepBNHeadCustom``). That source is **read, never
-    executed**: :func:`read_config_literals` accepts only plain assignments of
-    literals and ``dict(...)`` calls, so a crafted checkpoint cannot run code.
-    :func:`inference_model_config` then keeps only ``model`` and makes it
-    buildable with mmdet 3.3 (see its docstring); the custom head becomes
-    :class:`GuardedRTMDetInsSepBNHead`, registered here. A checkpoint without a usable
-    embedded config is built from the project's own config,
-    ``models/rtmdet_ins_l_anime.py``. The file itself is read by
-    :func:`inference.weights.load_checkpoint` (``weights_only`` unless trusted).
-    Weights load strictly: a missing, unexpected or mis-shaped key is a
-    :class:`~inference.weights.CheckpointError`, never ignored.
+    ``meta['cfg']``, the training config as Python source. The config is read,
+    never executed (:mod:`inference.rtmdet_config`); the custom head becomes
+    :class:`GuardedRTMDetInsSepBNHead`, registered here. A checkpoint without a
+    usable embedded config is built from ``models/rtmdet_ins_l_anime.py``. The
+    file is read by :func:`inference.weights.load_checkpoint` (``weights_only``
+    unless trusted) and its weights load strictly.
 
-Inference (no ``inference_detector``)
-    1. letterbox: long side to ``det_size`` (bilinear, as mmdet's ``Resize``),
-       pad bottom/right with 114, normalise with the config's mean/std in the
-       model's channel order (BGR for the anime model);
+    :meth:`RTMDetSegmenter.from_checkpoint` loads the network once;
+    :meth:`RTMDetSegmenter.with_options` gives segmenters with other cheap
+    options (``det_size``, ``score_threshold``, ``tta``, ``max_instances``)
+    that share that one network.
+
+Inference: the reference's semantics (mmdet 3.3 ``RTMDetInsHead`` with
+``rescale=True``, as CartoonSegmentation's ``AnimeInsSeg`` runs it), without
+``inference_detector``
+    1. letterbox as mmdet's test pipeline: ``Resize(scale=(S, S), keep_ratio=True)``
+       (scale ``S / max(H, W)``, new size ``int(side * scale + 0.5)``, bilinear),
+       ``Pad`` bottom/right with 114 to ``S x S``, normalise with the config's
+       mean/std in the model's channel order (BGR for the anime model);
     2. backbone, neck and head forward (one batch; with flip TTA the mirrored
-       picture is the second image of the batch), under a lock, fp16 autocast on CUDA;
-    3. :func:`select_detections`: score threshold first, then top-k per level,
-       box decoding, NMS and ``max_instances`` - all before any mask work;
-    4. :func:`decode_instance_masks`: for each kept instance only, the dynamic
-       mask convolutions run on the stride-8 prototype cells under its box, and
-       the logits are resampled straight onto the box in source pixels
-       (bilinear, the same geometry as mmdet's upsample-then-rescale) and passed
-       through a sigmoid. Masks stay soft and box-sized; nothing is ever
-       upsampled to the full picture per instance.
+       picture is the second image), under a lock;
+    3. :func:`select_detections`, as mmdet's ``_predict_by_feat_single`` and
+       ``_bbox_mask_post_process``: per level scores ``> score_threshold`` and the
+       ``nms_pre`` best; boxes decoded and clipped to the padded ``S x S`` canvas;
+       boxes scaled to the picture (``x / w_scale``, ``y / h_scale``, not clipped);
+       ``min_bbox_size``; NMS on the scaled boxes; ``max_per_img`` best. The
+       reference thresholds twice (mmdet's ``score_thr`` 0.05, then CartoonSegmentation's
+       ``scores > 0.3``); thresholding once at the larger value keeps exactly the
+       same instances (NMS only lets a box suppress lower-scoring ones);
+    4. :func:`decode_instance_masks`, as mmdet's mask branch: each kept
+       instance's mask logits on the whole stride-8 prototype grid, upsampled x8
+       (bilinear, half-pixel), resized to ``ceil(S / w_scale)`` rows and
+       ``ceil(S / h_scale)`` columns (mmdet's axis pairing) and cut to the
+       picture; a pixel is covered where ``sigmoid > 0.5``. Memory stays bounded
+       without cutting masks: the support (logit above ``logit(mask_floor)``)
+       is found on the prototype grid, and only picture pixels whose
+       interpolation stencil touches it are decoded at full resolution; every
+       other pixel's value is at most ``mask_floor`` (bilinear values are convex
+       combinations). Masks stay soft and are stored cropped to their own
+       support (the pixels above ``mask_floor``), not to the detector's box.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import math
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
+import mmdet.models  # noqa: F401  (registers mmdet's model classes)
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-import mmdet.models  # noqa: F401  (registers mmdet's model classes)
 from mmcv.ops import batched_nms
 from mmdet.models.dense_heads import RTMDetInsHead, RTMDetInsSepBNHead
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import distance2bbox
 from mmengine.config import ConfigDict
 from mmengine.registry import DefaultScope
+from torch import Tensor, nn
 
+from inference.device import resolve_device, use_half_precision
 from inference.image_io import check_rgb_image
-from inference.instances import Instances
-from inference.letterbox import Letterbox, plan_letterbox
+from inference.instances import Instances, tight_box
+from inference.letterbox import Letterbox
+from inference.rtmdet_config import (
+    DEFAULT_CONFIG_PATH,
+    GUARDED_HEAD_TYPE,
+    inference_model_config,
+    load_model_config,
+    read_config_literals,
+)
 from inference.tta import flip_instances_horizontally, merge_flip_instances
-from inference.weights import CheckpointError, extract_state_dict, load_checkpoint, load_weights_strict
+from inference.weights import (
+    CheckpointError,
+    extract_state_dict,
+    load_checkpoint,
+    load_weights_strict,
+)
 
 __all__ = [
     "CheckpointError",
@@ -72,7 +95,9 @@ __all__ = [
     "Detections",
     "GuardedRTMDetInsSepBNHead",
     "HeadOutputs",
+    "MaskResampling",
     "Preprocessed",
+    "RTMDetNetwork",
     "RTMDetSegmenter",
     "build_detector",
     "decode_instance_masks",
@@ -81,21 +106,18 @@ __all__ = [
     "letterbox_image",
     "load_detector_weights",
     "load_model_config",
+    "mask_resampling",
+    "mmdet_letterbox",
     "read_config_literals",
     "select_detections",
-    "set_fixed_box_predictions",
 ]
 
-#: The project's own flat config for RTMDet-Ins-L with one class.
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "models" / "rtmdet_ins_l_anime.py"
 #: Grey the reference pipeline pads the letterbox with (mmdet ``Pad(pad_val=114)``).
 PAD_VALUE = 114
-#: Registry name of :class:`GuardedRTMDetInsSepBNHead`.
-GUARDED_HEAD_TYPE = "GuardedRTMDetInsSepBNHead"
-#: Head types built as :class:`GuardedRTMDetInsSepBNHead` (same parameters).
-SEP_BN_HEAD_TYPES = frozenset({"RTMDetInsSepBNHeadCustom", "RTMDetInsSepBNHead", GUARDED_HEAD_TYPE})
 #: Mask logits are clamped to this range (the reference head's fp16 guard).
 MASK_LOGIT_LIMIT = 8192.0
+#: Soft mask values at or below this are not stored (the mask's support is where it is above).
+DEFAULT_MASK_FLOOR = 1e-3
 
 _BUILD_LOCK = threading.Lock()  # mmengine's default scope is process-global
 
@@ -151,166 +173,7 @@ def _clean_mask_logits(logits: Tensor) -> Tensor:
     return logits.clamp_(-MASK_LOGIT_LIMIT, MASK_LOGIT_LIMIT)
 
 
-# ----------------------------------------------------------------------------- configs
-
-
-class _UnsupportedExpression(ValueError):
-    """A config value is not a plain literal."""
-
-
-_BINARY_OPERATORS = {
-    ast.Add: lambda a, b: a + b,
-    ast.Sub: lambda a, b: a - b,
-    ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b,
-    ast.FloorDiv: lambda a, b: a // b,
-}
-
-
-def _literal_value(node: ast.AST, names: Mapping[str, object]) -> object:
-    """Evaluate a literal-only expression; anything else raises :class:`_UnsupportedExpression`."""
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        items = [_literal_value(item, names) for item in node.elts]
-        return tuple(items) if isinstance(node, ast.Tuple) else (set(items) if isinstance(node, ast.Set) else items)
-    if isinstance(node, ast.Dict):
-        if any(key is None for key in node.keys):
-            raise _UnsupportedExpression("dict unpacking (**)")
-        return {_literal_value(k, names): _literal_value(v, names) for k, v in zip(node.keys, node.values)}
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
-        if node.args or any(kw.arg is None for kw in node.keywords):
-            raise _UnsupportedExpression("dict() with positional or ** arguments")
-        return {kw.arg: _literal_value(kw.value, names) for kw in node.keywords}
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _literal_value(node.operand, names)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return -value if isinstance(node.op, ast.USub) else value
-        raise _UnsupportedExpression("sign of a non-number")
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY_OPERATORS:
-        left, right = _literal_value(node.left, names), _literal_value(node.right, names)
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
-        joins = isinstance(node.op, ast.Add) and type(left) is type(right) and isinstance(left, (str, list, tuple))
-        if numbers or joins:
-            return _BINARY_OPERATORS[type(node.op)](left, right)
-        raise _UnsupportedExpression("arithmetic on non-numbers")
-    if isinstance(node, ast.Name):
-        if node.id in names:
-            return copy.deepcopy(names[node.id])
-        raise _UnsupportedExpression(f"name {node.id!r} not assigned before")
-    raise _UnsupportedExpression(type(node).__name__)
-
-
-def read_config_literals(text: str) -> dict[str, object]:
-    """Read an mmengine Python-format config **without executing it**.
-
-    Only top-level ``name = value`` statements whose value is built from
-    literals, ``dict(key=...)`` calls, earlier names, signs and ``+ - * / //``
-    are read. Everything else (imports, function calls, other statements) is
-    skipped, and a name whose value is skipped is absent from the result.
-
-    Args:
-        text: the config source, e.g. ``meta['cfg']`` of an mmengine checkpoint.
-
-    Returns:
-        ``{name: value}`` with dicts, lists, tuples, strings and numbers.
-
-    Raises:
-        ValueError: ``text`` is not valid Python.
-    """
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as error:
-        raise ValueError(f"expected a Python-format config, got a syntax error: {error}") from error
-    names: dict[str, object] = {}
-    for statement in tree.body:
-        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
-            continue
-        target = statement.targets[0]
-        if not isinstance(target, ast.Name):
-            continue
-        try:
-            names[target.id] = _literal_value(statement.value, names)
-        except _UnsupportedExpression:
-            names.pop(target.id, None)
-    return names
-
-
-def _rename_keys(value: object, old: str, new: str) -> object:
-    """Copy of nested dicts/lists with every dict key ``old`` renamed to ``new``."""
-    if isinstance(value, dict):
-        return {(new if key == old else key): _rename_keys(item, old, new) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_rename_keys(item, old, new) for item in value)
-    return value
-
-
-def _drop_keys(value: object, key_to_drop: str) -> object:
-    """Copy of nested dicts/lists without any dict key ``key_to_drop``."""
-    if isinstance(value, dict):
-        return {key: _drop_keys(item, key_to_drop) for key, item in value.items() if key != key_to_drop}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_drop_keys(item, key_to_drop) for item in value)
-    return value
-
-
-def _replace_sync_bn(value: object) -> object:
-    """Copy of nested dicts/lists with every ``type='SyncBN'`` norm replaced by ``'BN'``."""
-    if isinstance(value, dict):
-        out = {key: _replace_sync_bn(item) for key, item in value.items()}
-        if out.get("type") in ("SyncBN", "mmdet.SyncBN", "mmcv.SyncBN"):
-            out["type"] = "BN"
-        return out
-    if isinstance(value, (list, tuple)):
-        return type(value)(_replace_sync_bn(item) for item in value)
-    return value
-
-
-def inference_model_config(config: Mapping[str, object]) -> dict[str, object]:
-    """The ``model`` part of a (training) config, made buildable for inference with mmdet 3.3.
-
-    * ``file_client_args`` is renamed ``backend_args`` (3.0-era name);
-    * ``custom_imports`` and everything but ``model`` are left out (dataloaders,
-      optimiser, schedules, hooks, visualiser: nothing inference needs);
-    * ``model.train_cfg`` (assigner settings) and every ``init_cfg`` (pretrained
-      downloads) are dropped; ``model.data_preprocessor.batch_augments`` is None;
-    * ``SyncBN`` becomes ``BN`` (same parameters; SyncBN needs a process group);
-    * the head ``RTMDetInsSepBNHeadCustom`` (or mmdet's ``RTMDetInsSepBNHead``)
-      becomes :class:`GuardedRTMDetInsSepBNHead`.
-
-    Args:
-        config: ``{name: value}`` as returned by :func:`read_config_literals`.
-
-    Returns:
-        A deep copy of the model dict, ready for :func:`build_detector`.
-
-    Raises:
-        ValueError: there is no ``model`` dict with a ``bbox_head``, or the head
-            is of another type than RTMDet-Ins with separate BN.
-    """
-    model = config.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("bbox_head"), dict):
-        raise ValueError(f"expected a config with a model dict holding bbox_head, got model={type(model).__name__}")
-    model = copy.deepcopy(model)
-    model = _rename_keys(model, "file_client_args", "backend_args")
-    model = _drop_keys(model, "init_cfg")
-    model = _replace_sync_bn(model)
-    model.pop("train_cfg", None)
-    if isinstance(model.get("data_preprocessor"), dict):
-        model["data_preprocessor"]["batch_augments"] = None
-    head = model["bbox_head"]
-    head.pop("train_cfg", None)
-    head_type = str(head.get("type", "")).split(".")[-1]
-    if head_type not in SEP_BN_HEAD_TYPES:
-        raise ValueError(f"expected an RTMDet-Ins head of type {sorted(SEP_BN_HEAD_TYPES)}, got {head.get('type')!r}")
-    head["type"] = GUARDED_HEAD_TYPE
-    return model
-
-
-def load_model_config(path: str | Path = DEFAULT_CONFIG_PATH) -> dict[str, object]:
-    """The inference model dict of a flat config file (read, not executed), e.g. the project's own."""
-    text = Path(path).read_text(encoding="utf-8")
-    return inference_model_config(read_config_literals(text))
+# ----------------------------------------------------------------------------- building and loading
 
 
 def build_detector(model_config: Mapping[str, object]) -> nn.Module:
@@ -413,22 +276,38 @@ def detector_from_checkpoint(
 # ----------------------------------------------------------------------------- stages
 
 
+def mmdet_letterbox(source_size: tuple[int, int], det_size: int) -> Letterbox:
+    """Geometry of mmdet's ``Resize(scale=(S, S), keep_ratio=True)`` + ``Pad(size=(S, S))``.
+
+    mmcv's ``rescale_size``: scale ``S / max(H, W)``, new size
+    ``(int(W * scale + 0.5), int(H * scale + 0.5))`` (at least 1 pixel); the
+    picture sits at the top-left corner of the canvas. ``Letterbox.scale`` is
+    then mmdet's ``scale_factor`` ``(w_scale, h_scale) = (new_w / W, new_h / H)``.
+    """
+    height, width = source_size
+    if height <= 0 or width <= 0 or det_size <= 0:
+        raise ValueError(f"expected positive sizes, got source {source_size} and det_size {det_size}")
+    scale = min(det_size / max(height, width), det_size / min(height, width))
+    new_w = max(1, int(width * float(scale) + 0.5))
+    new_h = max(1, int(height * float(scale) + 0.5))
+    return Letterbox((height, width), (new_h, new_w), det_size, (0, 0))
+
+
 def letterbox_image(image: np.ndarray, det_size: int, *, pad_value: int = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
     """Fit an ``(H, W, 3)`` uint8 image into a ``det_size`` square as mmdet's test pipeline does.
 
-    The long side becomes ``det_size`` keeping the aspect ratio (bilinear, like
-    mmdet's ``Resize``; small pictures are enlarged), and the canvas is padded at
+    See :func:`mmdet_letterbox`; the picture is resized with ``cv2.INTER_LINEAR``
+    (mmcv's ``bilinear``; small pictures are enlarged) and the canvas padded at
     the bottom and right with ``pad_value``.
 
     Returns:
         ``(canvas (det_size, det_size, 3) uint8, geometry)``; channels unchanged.
     """
-    geometry = plan_letterbox(image.shape[:2], det_size, allow_upscale=True, centre=False)
+    geometry = mmdet_letterbox(image.shape[:2], det_size)
     h, w = geometry.scaled_size
     scaled = image if (h, w) == image.shape[:2] else cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((det_size, det_size, image.shape[2]), pad_value, np.uint8)
-    ox, oy = geometry.offset
-    canvas[oy : oy + h, ox : ox + w] = scaled
+    canvas[:h, :w] = scaled
     return canvas, geometry
 
 
@@ -457,7 +336,7 @@ class Preprocessed:
 
 @dataclass(frozen=True)
 class HeadOutputs:
-    """Raw head outputs for a batch, float32, on the model's device.
+    """Raw head outputs for a batch, float32, on the CPU.
 
     Attributes:
         cls_scores: per level ``(B, C, h, w)`` class logits (``-inf`` where guarded).
@@ -474,25 +353,43 @@ class HeadOutputs:
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """How raw outputs become instances.
+    """How raw outputs become instances (defaults: the reference's).
 
     Attributes:
-        score_threshold: keep candidates scoring at least this, before anything else.
+        score_threshold: keep candidates scoring strictly above this (the
+            reference's ``scores > pred_score_thr``); never below the config's
+            ``score_thr``, as the reference applies both.
         nms_pre: at most this many candidates per pyramid level enter NMS.
         nms_iou_threshold: NMS suppresses boxes overlapping a better one more than this.
         max_instances: keep at most this many after NMS (best first); masks are
             decoded only for these.
-        min_box_size: boxes must be wider and taller than this (canvas pixels).
-        mask_margin_cells: each mask is decoded this many stride-8 prototype cells
-            beyond its box on every side (the mask may reach slightly past the box).
+        min_box_size: boxes (in picture pixels) must be wider and taller than
+            this; ``None`` means no size filter (config without ``min_bbox_size``).
+        mask_floor: soft mask values at or below this are not stored: a mask is
+            stored on the tight box of its pixels above it, and is 0 outside.
+            (The reference's soft value there is at most ``mask_floor``.) An
+            instance with no pixel above it is dropped (the reference keeps it
+            with an empty mask).
+        extend_to_edges: option, off by default (the reference's behaviour).
+            mmdet resizes the mask to ``ceil(S / w_scale)`` rows and
+            ``ceil(S / h_scale)`` columns; because the letterbox rounds the
+            short side, one of these can be up to a few pixels short of the
+            picture, and the reference's mask then has no value (here: 0) in the
+            last rows or columns. With ``True`` those take the nearest decoded
+            row or column instead; nothing else changes. Measured
+            (``bench/detect.py --options-report``, det size 640): 1920x1080,
+            1080x1920, 3840x2160, 4032x3024, 1680x1359 and 1500x750 lose
+            nothing; 1500x1000 loses its last column (0.067% of the pixels),
+            2048x1365 two columns (0.098%), 1200x1697 its last row (0.059%).
     """
 
     score_threshold: float = 0.3
     nms_pre: int = 1000
     nms_iou_threshold: float = 0.6
     max_instances: int = 100
-    min_box_size: float = 0.0
-    mask_margin_cells: float = 1.0
+    min_box_size: float | None = 0.0
+    mask_floor: float = DEFAULT_MASK_FLOOR
+    extend_to_edges: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_threshold <= 1.0:
@@ -501,11 +398,10 @@ class DecodeSettings:
             raise ValueError(f"expected nms_pre and max_instances >= 1, got {self.nms_pre} and {self.max_instances}")
         if not 0.0 < self.nms_iou_threshold <= 1.0:
             raise ValueError(f"expected nms_iou_threshold in (0, 1], got {self.nms_iou_threshold}")
-        if self.mask_margin_cells < 0 or self.min_box_size < 0:
-            raise ValueError(
-                "expected mask_margin_cells and min_box_size >= 0, "
-                f"got {self.mask_margin_cells} and {self.min_box_size}"
-            )
+        if self.min_box_size is not None and self.min_box_size < 0:
+            raise ValueError(f"expected min_box_size >= 0 or None, got {self.min_box_size}")
+        if not 0.0 < self.mask_floor < 0.5:
+            raise ValueError(f"expected mask_floor in (0, 0.5), got {self.mask_floor}")
 
 
 @dataclass(frozen=True)
@@ -513,7 +409,9 @@ class Detections:
     """Kept detections of one canvas, best score first, on the CPU.
 
     Attributes:
-        boxes: ``(K, 4)`` float32 ``xyxy`` on the canvas, clipped to the picture's region.
+        boxes: ``(K, 4)`` float32 ``xyxy`` in picture pixels, as the reference
+            reports them (clipped to the padded canvas, then scaled; a box may
+            reach past the picture where it reached into the padding).
         scores: ``(K,)`` float32.
         labels: ``(K,)`` int64 class indices.
         kernels: ``(K, G)`` float32 dynamic mask-conv parameters.
@@ -537,17 +435,14 @@ def select_detections(
 ) -> Detections:
     """Threshold, decode boxes, NMS and cap the outputs of canvas ``index``; no mask work.
 
-    Same rules as mmdet's ``RTMDetInsHead.predict_by_feat`` (per level: score filter,
-    then the ``nms_pre`` best; box decoding from the prior points; ``min_box_size``;
-    class-aware NMS; ``max_instances`` best), except that the score threshold is
-    ``settings.score_threshold`` (inclusive). Because NMS only lets a box suppress
-    lower-scoring ones, thresholding first keeps exactly the instances mmdet would
-    keep at a lower threshold and then filter.
+    The steps of mmdet's ``RTMDetInsHead._predict_by_feat_single`` and
+    ``_bbox_mask_post_process`` with ``rescale=True`` (see the module docstring).
     """
     featmap_sizes = [tuple(level.shape[-2:]) for level in outputs.cls_scores]
-    device = outputs.cls_scores[0].device
-    level_priors = head.prior_generator.grid_priors(featmap_sizes, dtype=torch.float32, device=device, with_stride=True)
-    boxes_parts, scores_parts, labels_parts, kernels_parts, priors_parts = [], [], [], [], []
+    level_priors = head.prior_generator.grid_priors(
+        featmap_sizes, dtype=torch.float32, device=outputs.cls_scores[0].device, with_stride=True
+    )
+    distances_parts, scores_parts, labels_parts, kernels_parts, priors_parts = [], [], [], [], []
     ignored = 0
     for cls_score, bbox_pred, kernel_pred, priors in zip(
         outputs.cls_scores, outputs.bbox_preds, outputs.kernel_preds, level_priors
@@ -555,87 +450,124 @@ def select_detections(
         logits = cls_score[index].permute(1, 2, 0).reshape(-1, cls_score.shape[1])
         ignored += int(torch.isneginf(logits).all(dim=1).sum())
         scores = logits.sigmoid()
-        prior_index, labels = torch.nonzero(scores >= settings.score_threshold, as_tuple=True)
-        level_scores = scores[prior_index, labels]
-        if level_scores.numel() > settings.nms_pre:
-            level_scores, best = level_scores.topk(settings.nms_pre)
-            prior_index, labels = prior_index[best], labels[best]
-        distances = bbox_pred[index].permute(1, 2, 0).reshape(-1, 4)[prior_index]
-        kernels = kernel_pred[index].permute(1, 2, 0).reshape(-1, kernel_pred.shape[1])[prior_index]
-        kept_priors = priors[prior_index]
-        boxes_parts.append(distance2bbox(kept_priors[:, :2], distances))
+        valid = scores > settings.score_threshold
+        level_scores = scores[valid]
+        candidates = torch.nonzero(valid)
+        level_scores, order = level_scores.sort(descending=True)
+        count = min(settings.nms_pre, candidates.shape[0])
+        level_scores = level_scores[:count]
+        prior_index, labels = candidates[order[:count]].unbind(dim=1)
+        distances_parts.append(bbox_pred[index].permute(1, 2, 0).reshape(-1, 4)[prior_index])
+        kernels_parts.append(kernel_pred[index].permute(1, 2, 0).reshape(-1, kernel_pred.shape[1])[prior_index])
+        priors_parts.append(priors[prior_index])
         scores_parts.append(level_scores)
         labels_parts.append(labels)
-        kernels_parts.append(kernels)
-        priors_parts.append(kept_priors)
-    boxes = torch.cat(boxes_parts).float().cpu()
-    scores = torch.cat(scores_parts).float().cpu()
-    labels = torch.cat(labels_parts).cpu()
-    kernels = torch.cat(kernels_parts).float().cpu()
-    priors = torch.cat(priors_parts).float().cpu()
+    priors = torch.cat(priors_parts).float()
+    canvas = letterbox.canvas_size
+    boxes = distance2bbox(priors[:, :2], torch.cat(distances_parts).float(), max_shape=(canvas, canvas))
+    scores = torch.cat(scores_parts).float()
+    labels = torch.cat(labels_parts)
+    kernels = torch.cat(kernels_parts).float()
 
-    ox, oy = letterbox.offset
-    h, w = letterbox.scaled_size
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(ox, ox + w)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(oy, oy + h)
-    sizes = boxes[:, 2:] - boxes[:, :2]
-    valid = (sizes > settings.min_box_size).all(dim=1)
-    boxes, scores, labels, kernels, priors = boxes[valid], scores[valid], labels[valid], kernels[valid], priors[valid]
+    w_scale, h_scale = letterbox.scale
+    boxes = boxes * boxes.new_tensor([1 / w_scale, 1 / h_scale]).repeat((1, 2))  # as mmdet's scale_boxes
+    if settings.min_box_size is not None:
+        valid = ((boxes[:, 2] - boxes[:, 0]) > settings.min_box_size) & (
+            (boxes[:, 3] - boxes[:, 1]) > settings.min_box_size
+        )
+        boxes, scores, labels, kernels, priors = boxes[valid], scores[valid], labels[valid], kernels[valid], priors[valid]
     if boxes.shape[0]:
-        _, keep = batched_nms(boxes, scores, labels, dict(type="nms", iou_threshold=settings.nms_iou_threshold))
+        kept_boxes, keep = batched_nms(boxes, scores, labels, dict(type="nms", iou_threshold=settings.nms_iou_threshold))
         keep = keep[: settings.max_instances]
-        boxes, scores, labels, kernels, priors = boxes[keep], scores[keep], labels[keep], kernels[keep], priors[keep]
-    return Detections(boxes, scores, labels, kernels, priors, ignored)
+        scores = kept_boxes[: settings.max_instances, -1]
+        boxes, labels, kernels, priors = boxes[keep], labels[keep], kernels[keep], priors[keep]
+    return Detections(boxes.cpu(), scores.cpu(), labels.cpu(), kernels.cpu(), priors.cpu(), ignored)
 
 
-def _interpolation_matrix(feature_coords: Tensor, size: int) -> tuple[Tensor, int]:
-    """Bilinear weights from a run of feature cells to sample points.
+@dataclass(frozen=True)
+class MaskResampling:
+    """mmdet's resampling of stride-8 mask logits onto the picture, as two weight matrices.
 
-    Args:
-        feature_coords: ``(n,)`` float positions in feature-cell units (cell ``i``'s centre is ``i``).
-        size: number of cells along this axis.
+    mmdet upsamples the ``(S/8, S/8)`` logits by 8 (``F.interpolate(scale_factor=8,
+    mode='bilinear')``), resizes the ``(S, S)`` result to ``(ceil(S / w_scale),
+    ceil(S / h_scale))`` (bilinear, ``align_corners=False``) and keeps the top-left
+    ``(H, W)``. Bilinear resampling is separable, so picture pixel ``(y, x)`` is
+    ``rows[y] @ logits @ cols[x]``.
 
-    Returns:
-        ``(weights (n, m), first)``: sample ``k`` equals ``weights[k] @ cells[first:first + m]``.
-        Positions are clamped to ``[0, size - 1]`` like ``F.interpolate(align_corners=False)``.
+    Attributes:
+        rows: ``(H, S/8)`` float32 weights (a row of zeros where the reference's
+            mask has no row: see :attr:`DecodeSettings.extend_to_edges`).
+        cols: ``(W, S/8)`` float32 weights.
+        row_span: ``(H, 2)`` int64 first and last cell with a non-zero weight
+            (``(S/8, -1)`` for an all-zero row); non-decreasing down the picture.
+        col_span: ``(W, 2)`` the same for columns.
     """
-    coords = feature_coords.clamp(0, size - 1)
-    low = coords.floor().long()
-    high = (low + 1).clamp(max=size - 1)
-    frac = coords - low
-    first, last = int(low.min()), int(high.max())
-    weights = torch.zeros(coords.shape[0], last - first + 1, dtype=torch.float32)
-    rows = torch.arange(coords.shape[0])
-    weights.index_put_((rows, low - first), 1 - frac, accumulate=True)
-    weights.index_put_((rows, high - first), frac, accumulate=True)
-    return weights, first
+
+    rows: Tensor
+    cols: Tensor
+    row_span: np.ndarray
+    col_span: np.ndarray
 
 
-def _dynamic_mask_logits(
-    head: RTMDetInsHead, cell_feat: Tensor, cell_x: Tensor, cell_y: Tensor, kernel: Tensor, prior: Tensor
+def _axis_weights(cells: int, stride: int, resized: int, keep: int, *, extend: bool) -> Tensor:
+    """Weights from ``cells`` logits to ``keep`` output pixels along one axis: ``(keep, cells)``.
+
+    Built by running the very ``F.interpolate`` calls mmdet makes on an identity
+    matrix, so they are the framework's own weights.
+    """
+    identity = torch.eye(cells, dtype=torch.float32)[None, :, :, None]  # channel c = unit logit at cell c
+    upsampled = F.interpolate(identity, scale_factor=(stride, 1), mode="bilinear")  # (1, cells, S, 1)
+    resized_maps = F.interpolate(upsampled, size=(resized, 1), mode="bilinear", align_corners=False)
+    weights = resized_maps[0, :, :, 0].T  # (resized, cells): row y holds each cell's weight at pixel y
+    if resized >= keep:
+        return weights[:keep].contiguous()
+    missing = keep - resized
+    filler = weights[-1:].expand(missing, cells) if extend else weights.new_zeros(missing, cells)
+    return torch.cat([weights, filler]).contiguous()
+
+
+def _spans(weights: Tensor) -> np.ndarray:
+    nonzero = (weights > 0).numpy()
+    cells = weights.shape[1]
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), cells)
+    last = np.where(nonzero.any(axis=1), cells - 1 - nonzero[:, ::-1].argmax(axis=1), -1)
+    return np.stack([first, last], axis=1).astype(np.int64)
+
+
+def mask_resampling(letterbox: Letterbox, cells: tuple[int, int], stride: int, *, extend_to_edges: bool = False) -> MaskResampling:
+    """The :class:`MaskResampling` of a letterbox with a ``(S/stride, S/stride)`` prototype grid."""
+    height, width = letterbox.source_size
+    w_scale, h_scale = letterbox.scale
+    inverse = [1 / w_scale, 1 / h_scale]  # mmdet: scale_factor = [1 / s for s in img_meta['scale_factor']]
+    canvas_h, canvas_w = cells[0] * stride, cells[1] * stride
+    resized_h = math.ceil(canvas_h * inverse[0])  # mmdet pairs the height with 1 / w_scale
+    resized_w = math.ceil(canvas_w * inverse[1])  # and the width with 1 / h_scale
+    rows = _axis_weights(cells[0], stride, resized_h, height, extend=extend_to_edges)
+    cols = _axis_weights(cells[1], stride, resized_w, width, extend=extend_to_edges)
+    return MaskResampling(rows, cols, _spans(rows), _spans(cols))
+
+
+def _pixel_range(span: np.ndarray, first_cell: int, last_cell: int) -> tuple[int, int]:
+    """Pixels whose stencil touches cells ``first_cell..last_cell``: ``[start, stop)``.
+
+    Pixels with weights come first and their spans never decrease; pixels
+    without (the reference's missing edge rows or columns) follow them.
+    """
+    weighted = int(np.count_nonzero(span[:, 1] >= 0))
+    start = int(np.searchsorted(span[:weighted, 1], first_cell, side="left"))
+    stop = int(np.searchsorted(span[:weighted, 0], last_cell, side="right"))
+    return start, stop
+
+
+def _resample_region(
+    resampling: MaskResampling, logits: Tensor, rows: tuple[int, int], cols: tuple[int, int]
 ) -> Tensor:
-    """One instance's mask logits on a window of prototype cells: ``(h, w)``.
-
-    Args:
-        cell_feat: ``(P, h, w)`` prototypes of the window.
-        cell_x, cell_y: ``(w,)`` and ``(h,)`` canvas coordinates of the window's cell points.
-        kernel: ``(G,)`` the instance's dynamic conv parameters.
-        prior: ``(4,)`` ``(x, y, stride_x, stride_y)`` of its prior point.
-
-    The 1x1 dynamic convolutions are per-pixel, so a window gives exactly the
-    values mmdet computes for those cells on the full map.
-    """
-    weights, biases = head.parse_dynamic_params(kernel[None])
-    height, width = cell_feat.shape[-2:]
-    scale = prior[2] * 8
-    rel_x = ((prior[0] - cell_x) / scale)[None, :].expand(height, width)
-    rel_y = ((prior[1] - cell_y) / scale)[:, None].expand(height, width)
-    x = torch.cat([rel_x[None], rel_y[None], cell_feat], dim=0).reshape(cell_feat.shape[0] + 2, -1)
-    for layer, (weight, bias) in enumerate(zip(weights, biases)):
-        x = weight.reshape(weight.shape[0], -1) @ x + bias[:, None]
-        if layer < len(weights) - 1:
-            x = F.relu(x)
-    return x.reshape(height, width)
+    """Picture pixels ``rows[0]:rows[1]`` x ``cols[0]:cols[1]`` of one ``(S/8, S/8)`` logit map, as mmdet resamples it."""
+    (y0, y1), (x0, x1) = rows, cols
+    cy0, cy1 = int(resampling.row_span[y0:y1, 0].min()), int(resampling.row_span[y0:y1, 1].max()) + 1
+    cx0, cx1 = int(resampling.col_span[x0:x1, 0].min()), int(resampling.col_span[x0:x1, 1].max()) + 1
+    window = logits[cy0:cy1, cx0:cx1]
+    return resampling.rows[y0:y1, cy0:cy1] @ window @ resampling.cols[x0:x1, cx0:cx1].T
 
 
 def decode_instance_masks(
@@ -643,91 +575,170 @@ def decode_instance_masks(
     mask_feat: Tensor,
     detections: Detections,
     letterbox: Letterbox,
+    settings: DecodeSettings = DecodeSettings(),
     *,
-    mask_margin_cells: float = 1.0,
+    resampling: MaskResampling | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-    """Soft masks of the kept detections, each cropped to its box in source pixels.
+    """Soft masks of the kept detections on the picture, each cropped to its own support.
 
-    For each detection, the source-pixel box (its detector box plus
-    ``mask_margin_cells`` prototype cells on each side, clipped to the picture)
-    is mapped onto the stride-8 prototype grid; the dynamic convolutions run on
-    the cells under it only, and the logits are resampled bilinearly straight to
-    the box's pixels, then a sigmoid gives the soft mask.
-
-    Geometry, as mmdet's upsample-by-8 then rescale (one resampling instead of
-    two): source pixel ``x`` samples canvas point ``ox + (x + 0.5) * sx``, and
-    prototype cell ``i`` (whose logit is computed for the prior-grid point
-    ``8 i``) stands for canvas point ``8 i + 4`` - the convention the model was
-    trained with (its mask loss compares cell ``i`` with ground-truth pixel ``8 i + 4``).
+    1. mmdet's dynamic convolutions give every kept instance's logits on the
+       whole ``(S/8, S/8)`` prototype grid (cheap: 1x1 convolutions at 1/64 of the canvas);
+    2. the support is the box of cells whose logit exceeds ``logit(mask_floor)``;
+    3. only the picture pixels whose interpolation stencil touches it are
+       resampled (:class:`MaskResampling`, mmdet's geometry), then ``sigmoid``;
+       every other pixel's reference value is at most ``mask_floor``;
+    4. the mask is cropped to its pixels above ``mask_floor``.
 
     Args:
         head: the detector's head (prior generator, dynamic conv layout).
         mask_feat: ``(P, S/8, S/8)`` prototypes of this canvas.
         detections: from :func:`select_detections` on the same canvas.
         letterbox: its geometry.
+        settings: ``mask_floor`` and ``extend_to_edges``.
+        resampling: precomputed :func:`mask_resampling` (else built here).
 
     Returns:
         ``(boxes (N, 4) int32, masks, kept)``: box ``i`` holds ``masks[i]``, an
         ``(y1 - y0, x1 - x0)`` float32 array in ``[0, 1]``; ``kept`` lists which
-        detections they are (a box that is empty in the picture is skipped).
+        detections they are (an instance with no pixel above ``mask_floor`` is skipped).
     """
+    empty = (np.zeros((0, 4), np.int32), [], [])
+    if len(detections) == 0:
+        return empty
     mask_feat = mask_feat.float().cpu()
-    stride = float(head.prior_generator.strides[0][0])
-    offset = float(head.prior_generator.offset)
-    cells_y, cells_x = mask_feat.shape[-2:]
-    height, width = letterbox.source_size
-    sx, sy = letterbox.scale
-    ox, oy = letterbox.offset
-    source_boxes = letterbox.boxes_to_source(detections.boxes.numpy())
-    margin_x, margin_y = mask_margin_cells * stride / sx, mask_margin_cells * stride / sy
+    cells = tuple(mask_feat.shape[-2:])
+    stride = int(head.prior_generator.strides[0][0])
+    if resampling is None:
+        resampling = mask_resampling(letterbox, cells, stride, extend_to_edges=settings.extend_to_edges)
+    logits = head._mask_predict_by_feat_single(mask_feat, detections.kernels, detections.priors)
+    logits = _clean_mask_logits(logits.float())
+    floor = settings.mask_floor
+    floor_logit = math.log(floor / (1.0 - floor))
     boxes, masks, kept = [], [], []
-    for k, (x0, y0, x1, y1) in enumerate(source_boxes):
-        bx0, by0 = max(0, math.floor(x0 - margin_x)), max(0, math.floor(y0 - margin_y))
-        bx1, by1 = min(width, math.ceil(x1 + margin_x)), min(height, math.ceil(y1 + margin_y))
-        if bx1 <= bx0 or by1 <= by0:
+    for k in range(len(detections)):
+        support = (logits[k] > floor_logit).numpy()
+        if not support.any():
             continue
-        xs = ox + (torch.arange(bx0, bx1, dtype=torch.float32) + 0.5) * sx
-        ys = oy + (torch.arange(by0, by1, dtype=torch.float32) + 0.5) * sy
-        weights_x, first_x = _interpolation_matrix(xs / stride - 0.5, cells_x)
-        weights_y, first_y = _interpolation_matrix(ys / stride - 0.5, cells_y)
-        window = mask_feat[:, first_y : first_y + weights_y.shape[1], first_x : first_x + weights_x.shape[1]]
-        cell_x = (torch.arange(first_x, first_x + weights_x.shape[1], dtype=torch.float32) + offset) * stride
-        cell_y = (torch.arange(first_y, first_y + weights_y.shape[1], dtype=torch.float32) + offset) * stride
-        logits = _dynamic_mask_logits(head, window, cell_x, cell_y, detections.kernels[k], detections.priors[k])
-        logits = _clean_mask_logits(weights_y @ logits @ weights_x.T)
-        boxes.append((bx0, by0, bx1, by1))
-        masks.append(torch.sigmoid_(logits).numpy())
+        cell_rows = np.flatnonzero(support.any(axis=1))
+        cell_cols = np.flatnonzero(support.any(axis=0))
+        y0, y1 = _pixel_range(resampling.row_span, int(cell_rows[0]), int(cell_rows[-1]))
+        x0, x1 = _pixel_range(resampling.col_span, int(cell_cols[0]), int(cell_cols[-1]))
+        if y1 <= y0 or x1 <= x0:
+            continue
+        soft = torch.sigmoid_(_resample_region(resampling, logits[k], (y0, y1), (x0, x1))).numpy()
+        box = tight_box(soft > floor)
+        if box is None:
+            continue
+        bx0, by0, bx1, by1 = box
+        boxes.append((x0 + bx0, y0 + by0, x0 + bx1, y0 + by1))
+        masks.append(np.ascontiguousarray(soft[by0:by1, bx0:bx1]))
         kept.append(k)
+    if not kept:
+        return empty
     return np.array(boxes, np.int32).reshape(-1, 4), masks, kept
 
 
-# ----------------------------------------------------------------------------- the segmenter
+# ----------------------------------------------------------------------------- the network and the segmenter
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    """``None`` means CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"expected device None, 'cpu' or 'cuda[:N]', got {device!r}")
-    return torch.device(device)
+class RTMDetNetwork:
+    """A loaded RTMDet-Ins detector on a device: the expensive part, shared by segmenters.
+
+    Thread-safe: the forward pass runs under a lock; nothing else is mutable.
+
+    Attributes:
+        model: the detector (eval mode).
+        device: where it runs.
+        half_precision: whether the forward runs in float16 autocast (CUDA).
+        config_origin: which config built the model.
+    """
+
+    def __init__(self, model: nn.Module, *, device: str | None, origin: str, half_precision: bool | None = None) -> None:
+        head = getattr(model, "bbox_head", None)
+        if not isinstance(head, RTMDetInsHead):
+            raise ValueError(f"expected a detector with an RTMDet-Ins head, got {type(model).__name__}")
+        self.device = resolve_device(device)
+        # fp16 on CUDA is the project-wide rule (inference.device); the reference runs float32.
+        self.half_precision = use_half_precision(self.device) if half_precision is None else bool(half_precision)
+        self.model = model.to(self.device).eval()
+        self.config_origin = origin
+        preprocessor = model.data_preprocessor
+        # bgr_to_rgb=True means the network wants RGB (mmdet flips its BGR-loaded input); else BGR.
+        self._rgb_input = bool(getattr(preprocessor, "_channel_conversion", False))
+        if getattr(preprocessor, "_enable_normalize", False):
+            mean, std = preprocessor.mean.detach().float(), preprocessor.std.detach().float()
+        else:
+            mean, std = torch.zeros(3), torch.ones(3)
+        self._mean = mean.reshape(1, 3, 1, 1).to(self.device)
+        self._std = std.reshape(1, 3, 1, 1).to(self.device)
+        self._forward_lock = threading.Lock()
+
+    @property
+    def head(self) -> RTMDetInsHead:
+        """The detector's RTMDet-Ins head."""
+        return self.model.bbox_head
+
+    def default_settings(self, *, score_threshold: float, max_instances: int | None) -> DecodeSettings:
+        """The reference's decode settings from the config's ``test_cfg``, with the caller's threshold and cap."""
+        test_cfg = self.head.test_cfg or {}
+        min_size = test_cfg.get("min_bbox_size", -1)
+        return DecodeSettings(
+            score_threshold=max(float(score_threshold), float(test_cfg.get("score_thr", 0.0))),
+            nms_pre=int(test_cfg.get("nms_pre", 1000)),
+            nms_iou_threshold=float(test_cfg.get("nms", {}).get("iou_threshold", 0.6)),
+            max_instances=int(max_instances if max_instances is not None else test_cfg.get("max_per_img", 100)),
+            min_box_size=float(min_size) if min_size is not None and min_size >= 0 else None,
+        )
+
+    def preprocess(self, image: np.ndarray, det_size: int, *, with_mirror: bool) -> Preprocessed:
+        """Letterbox and normalise an ``(H, W, 3)`` uint8 RGB image (and its mirror image as item 1)."""
+        check_rgb_image(image)
+        canvas, geometry = letterbox_image(image, det_size)
+        canvases = [canvas]
+        if with_mirror:
+            canvases.append(_mirror_content(canvas, geometry))
+        batch = torch.from_numpy(np.stack(canvases)).to(self.device).permute(0, 3, 1, 2).float()
+        if not self._rgb_input:
+            batch = batch.flip(1)  # RGB -> BGR, the order the model was trained on
+        batch = ((batch - self._mean) / self._std).contiguous()
+        return Preprocessed(batch, geometry)
+
+    def forward(self, batch: Tensor) -> HeadOutputs:
+        """Backbone, neck and head on a ``(B, 3, S, S)`` batch; outputs float32 on the CPU."""
+        autocast = torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.half_precision)
+        with self._forward_lock, torch.inference_mode(), autocast:
+            features = self.model.extract_feat(batch)
+            cls_scores, bbox_preds, kernel_preds, mask_feat = self.model.bbox_head(features)
+        return HeadOutputs(
+            tuple(t.float().cpu() for t in cls_scores),
+            tuple(t.float().cpu() for t in bbox_preds),
+            tuple(t.float().cpu() for t in kernel_preds),
+            mask_feat.float().cpu(),
+        )
+
+
+def _check_det_size(det_size: int) -> int:
+    if isinstance(det_size, bool) or not isinstance(det_size, int) or not 64 <= det_size <= 2048 or det_size % 32:
+        raise ValueError(f"expected det_size a multiple of 32 in [64, 2048], got {det_size}")
+    return det_size
 
 
 class RTMDetSegmenter:
     """Finds anime characters with RTMDet-Ins (the ``rtmdetl_e60.ckpt`` model).
 
-    The model is loaded once; :meth:`segment` may be called from several
-    threads (app sessions) at once: the network forward runs under a lock and
-    everything else works on per-call data only.
+    The network (:class:`RTMDetNetwork`) is loaded once; :meth:`with_options`
+    makes segmenters with other ``det_size`` / ``score_threshold`` / ``tta`` /
+    ``max_instances`` that share it (no reload, no copy). :meth:`segment` may be
+    called from several threads at once.
 
     Attributes:
         name: ``"rtmdet"``.
-        model: the detector (eval mode).
-        device: where it runs.
+        network: the shared loaded network.
         det_size: side of the square detector input.
-        tta: whether :meth:`segment` also detects on the mirrored picture.
-        decode_settings: thresholds and limits of :func:`select_detections`.
-        config_origin: which config built the model.
+        tta: whether :meth:`segment` also detects on the mirrored picture (Nukki's
+            option, not the reference's).
+        decode_settings: thresholds and limits of :func:`select_detections` and
+            :func:`decode_instance_masks`.
     """
 
     name = "rtmdet"
@@ -750,9 +761,9 @@ class RTMDetSegmenter:
             checkpoint_path: ``rtmdetl_e60.ckpt`` or a file of the same format.
             det_size: detector input side, a multiple of 32 in ``[64, 2048]``.
             tta: also detect on the mirrored picture and merge (see :mod:`inference.tta`).
-            score_threshold: instances scoring below this are dropped before mask decoding.
+            score_threshold: instances scoring at or below this are dropped before mask decoding.
             device: ``"cpu"``, ``"cuda"``, or ``None`` for CUDA when available
-                (CUDA runs the network in fp16 autocast).
+                (see :func:`inference.device.resolve_device`).
             max_instances: at most this many instances per picture (default: the
                 config's ``max_per_img``).
             trust: allow a checkpoint holding arbitrary Python objects (only for a
@@ -761,13 +772,30 @@ class RTMDetSegmenter:
 
         Raises:
             CheckpointError: the file is unreadable or its weights do not fit.
+            ModelUnavailable: CUDA was asked for but is not there.
             ValueError: an option is out of range.
         """
-        source = Path(checkpoint_path).name
-        checkpoint = load_checkpoint(checkpoint_path, trust=trust)
-        model, origin = detector_from_checkpoint(checkpoint, source=source, fallback_config=fallback_config)
-        del checkpoint
-        self._setup(model, det_size, tta, score_threshold, device, max_instances, origin)
+        _check_det_size(det_size)
+        network = _load_network(checkpoint_path, device=device, trust=trust, fallback_config=fallback_config)
+        self._configure(network, det_size, tta, score_threshold, max_instances)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        trust: bool = False,
+        fallback_config: str | Path = DEFAULT_CONFIG_PATH,
+    ) -> RTMDetSegmenter:
+        """Load the network once, with default options (the registry's loader).
+
+        Use :meth:`with_options` for other ``det_size`` / ``score_threshold`` / ``tta``.
+        """
+        network = _load_network(path, device=device, trust=trust, fallback_config=fallback_config)
+        segmenter = cls.__new__(cls)
+        segmenter._configure(network, 640, False, 0.3, None)
+        return segmenter
 
     @classmethod
     def from_model(
@@ -781,48 +809,80 @@ class RTMDetSegmenter:
         max_instances: int | None = None,
     ) -> RTMDetSegmenter:
         """Wrap an already built detector (e.g. from :func:`build_detector` with random weights: tests, benchmarks)."""
+        _check_det_size(det_size)
         segmenter = cls.__new__(cls)
-        segmenter._setup(model, det_size, tta, score_threshold, device, max_instances, "model given by the caller")
+        network = RTMDetNetwork(model, device=device, origin="model given by the caller")
+        segmenter._configure(network, det_size, tta, score_threshold, max_instances)
         return segmenter
 
-    def _setup(
-        self,
-        model: nn.Module,
-        det_size: int,
-        tta: bool,
-        score_threshold: float,
-        device: str | None,
-        max_instances: int | None,
-        origin: str,
+    def _configure(
+        self, network: RTMDetNetwork, det_size: int, tta: bool, score_threshold: float, max_instances: int | None
     ) -> None:
-        if not isinstance(det_size, int) or not 64 <= det_size <= 2048 or det_size % 32:
-            raise ValueError(f"expected det_size a multiple of 32 in [64, 2048], got {det_size}")
-        head = getattr(model, "bbox_head", None)
-        if not isinstance(head, RTMDetInsHead):
-            raise ValueError(f"expected a detector with an RTMDet-Ins head, got {type(model).__name__}")
-        test_cfg = head.test_cfg or {}
-        self.device = _resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.det_size = det_size
+        self.network = network
+        self.det_size = _check_det_size(det_size)
         self.tta = bool(tta)
-        self.config_origin = origin
-        self.decode_settings = DecodeSettings(
-            score_threshold=float(score_threshold),
-            nms_pre=int(test_cfg.get("nms_pre", 1000)),
-            nms_iou_threshold=float(test_cfg.get("nms", {}).get("iou_threshold", 0.6)),
-            max_instances=int(max_instances if max_instances is not None else test_cfg.get("max_per_img", 100)),
-            min_box_size=float(max(0, test_cfg.get("min_bbox_size", 0))),
+        self.score_threshold = float(score_threshold)
+        self.decode_settings = network.default_settings(score_threshold=score_threshold, max_instances=max_instances)
+
+    def with_options(
+        self,
+        *,
+        det_size: int | None = None,
+        score_threshold: float | None = None,
+        tta: bool | None = None,
+        max_instances: int | None = None,
+        decode_settings: DecodeSettings | None = None,
+    ) -> RTMDetSegmenter:
+        """A segmenter sharing this one's network with some options changed (``None`` keeps them).
+
+        Cheap: no weights are loaded or copied (``new.network is self.network``).
+
+        Args:
+            det_size: detector input side, a multiple of 32 in ``[64, 2048]``.
+            score_threshold: in ``[0, 1]``.
+            tta: flip test-time augmentation.
+            max_instances: at most this many instances.
+            decode_settings: replaces every decoding option at once (for the
+                options that depart from the reference; overrides ``score_threshold``
+                and ``max_instances``).
+
+        Raises:
+            ValueError: an option is out of range.
+        """
+        other = RTMDetSegmenter.__new__(RTMDetSegmenter)
+        other.network = self.network
+        other.det_size = _check_det_size(self.det_size if det_size is None else det_size)
+        other.tta = self.tta if tta is None else bool(tta)
+        if decode_settings is not None:
+            if not isinstance(decode_settings, DecodeSettings):
+                raise ValueError(f"expected DecodeSettings, got {type(decode_settings).__name__}")
+            other.score_threshold = decode_settings.score_threshold
+            other.decode_settings = decode_settings
+            return other
+        other.score_threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        cap = self.decode_settings.max_instances if max_instances is None else max_instances
+        base = self.network.default_settings(score_threshold=other.score_threshold, max_instances=cap)
+        other.decode_settings = replace(
+            self.decode_settings, score_threshold=base.score_threshold, max_instances=base.max_instances
         )
-        preprocessor = model.data_preprocessor
-        # bgr_to_rgb=True means the network wants RGB (mmdet flips its BGR-loaded input); else BGR.
-        self._rgb_input = bool(getattr(preprocessor, "_channel_conversion", False))
-        if getattr(preprocessor, "_enable_normalize", False):
-            mean, std = preprocessor.mean.detach().float(), preprocessor.std.detach().float()
-        else:
-            mean, std = torch.zeros(3), torch.ones(3)
-        self._mean = mean.reshape(1, 3, 1, 1).to(self.device)
-        self._std = std.reshape(1, 3, 1, 1).to(self.device)
-        self._forward_lock = threading.Lock()
+        return other
+
+    # -- the shared network's parts ------------------------------------------------------
+
+    @property
+    def model(self) -> nn.Module:
+        """The detector (shared with every segmenter made by :meth:`with_options`)."""
+        return self.network.model
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs."""
+        return self.network.device
+
+    @property
+    def config_origin(self) -> str:
+        """Which config built the network."""
+        return self.network.config_origin
 
     # -- stages (public so that bench/detect.py can time them) --------------------------
 
@@ -832,41 +892,19 @@ class RTMDetSegmenter:
         Args:
             with_mirror: add the mirrored picture as batch item 1 (default: ``self.tta``).
         """
-        check_rgb_image(image)
-        canvas, geometry = letterbox_image(image, self.det_size)
-        canvases = [canvas]
-        if self.tta if with_mirror is None else with_mirror:
-            canvases.append(_mirror_content(canvas, geometry))
-        batch = torch.from_numpy(np.stack(canvases)).to(self.device).permute(0, 3, 1, 2).float()
-        if not self._rgb_input:
-            batch = batch.flip(1)  # RGB -> BGR, the order the model was trained on
-        batch = ((batch - self._mean) / self._std).contiguous()
-        return Preprocessed(batch, geometry)
+        return self.network.preprocess(image, self.det_size, with_mirror=self.tta if with_mirror is None else with_mirror)
 
     def forward(self, batch: Tensor) -> HeadOutputs:
-        """Backbone, neck and head on a ``(B, 3, S, S)`` batch; outputs in float32."""
-        autocast = torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
-        with self._forward_lock, torch.inference_mode(), autocast:
-            features = self.model.extract_feat(batch)
-            cls_scores, bbox_preds, kernel_preds, mask_feat = self.model.bbox_head(features)
-        return HeadOutputs(
-            tuple(t.float() for t in cls_scores),
-            tuple(t.float() for t in bbox_preds),
-            tuple(t.float() for t in kernel_preds),
-            mask_feat.float(),
-        )
+        """Backbone, neck and head on a ``(B, 3, S, S)`` batch; outputs in float32 on the CPU."""
+        return self.network.forward(batch)
 
     def decode(self, outputs: HeadOutputs, letterbox: Letterbox, *, index: int = 0) -> Instances:
         """Instances of batch item ``index`` on its ``(H, W)`` source picture (no TTA merge)."""
-        head = self.model.bbox_head
+        head = self.network.head
         with torch.inference_mode():
             detections = select_detections(head, outputs, index, letterbox, self.decode_settings)
             boxes, masks, kept = decode_instance_masks(
-                head,
-                outputs.mask_feat[index],
-                detections,
-                letterbox,
-                mask_margin_cells=self.decode_settings.mask_margin_cells,
+                head, outputs.mask_feat[index], detections, letterbox, self.decode_settings
             )
         notes: tuple[str, ...] = ()
         if detections.ignored_non_finite:
@@ -882,7 +920,7 @@ class RTMDetSegmenter:
     # -- the Segmenter protocol ---------------------------------------------------------
 
     def segment(self, image: np.ndarray) -> Instances:
-        """Every character in an ``(H, W, 3)`` uint8 RGB image, as box-cropped soft masks."""
+        """Every character in an ``(H, W, 3)`` uint8 RGB image, as soft masks cropped to their support."""
         prepared = self.preprocess(image)
         outputs = self.forward(prepared.batch)
         instances = self.decode(outputs, prepared.letterbox, index=0)
@@ -891,72 +929,12 @@ class RTMDetSegmenter:
         return instances
 
 
-# ----------------------------------------------------------------------------- test/bench hook
-
-
-def set_fixed_box_predictions(
-    model: nn.Module,
-    *,
-    box_size: tuple[float, float],
-    score_logit: float = 2.0,
-    score_spread: float = 1.0,
-    mask_sharpness: float = 8.0,
-    calibration_size: int = 256,
-) -> None:
-    """Make a randomly initialised detector predict plausible instances (tests and benchmarks only).
-
-    Afterwards every prior predicts:
-
-    * a ``box_size = (width, height)`` canvas-pixel box centred on its point;
-    * a class logit that still depends on the picture (the random cls weights,
-      rescaled on a seeded noise image so that the logits have mean
-      ``score_logit`` and standard deviation ``score_spread``): scores are
-      distinct, so NMS and top-k behave as on a real picture;
-    * a diamond-shaped mask centred on its point whose tips touch the box edges:
-      mask logit ``mask_sharpness * (1 - |dx| / (width / 2) - |dy| / (height / 2))``.
-    """
-    head = model.bbox_head
-    width, height = box_size
-    prototypes = head.num_prototypes
-    cls_statistics: dict[int, tuple[float, float]] = {}
-    hooks = [
-        cls.register_forward_hook(
-            lambda _module, _inputs, output, level=level: cls_statistics.__setitem__(
-                level, (float(output.float().mean()), float(output.float().std()))
-            )
-        )
-        for level, cls in enumerate(head.rtm_cls)
-    ]
-    noise = torch.randn(1, 3, calibration_size, calibration_size, generator=torch.Generator().manual_seed(0))
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            head(model.extract_feat(noise.to(device)))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    with torch.no_grad():
-        for level, (reg, cls, kernel) in enumerate(zip(head.rtm_reg, head.rtm_cls, head.rtm_kernel)):
-            stride = float(head.prior_generator.strides[level][0])
-            reg.weight.zero_()
-            reg.bias.copy_(torch.tensor([width / 2, height / 2, width / 2, height / 2]) / stride)
-            mean, std = cls_statistics[level]
-            gain = score_spread / max(std, 1e-12)
-            cls.weight.mul_(gain)
-            cls.bias.copy_(score_logit - gain * (mean - cls.bias))
-            # Dynamic convs: layer 0 gives (rx, -rx, ry, -ry), layer 1 passes them through
-            # (ReLU makes |rx| and |ry| out of the pairs), layer 2 sums them into the diamond.
-            layer0 = torch.zeros(head.dyconv_channels, prototypes + 2)
-            layer0[0, 0], layer0[1, 0], layer0[2, 1], layer0[3, 1] = 1.0, -1.0, 1.0, -1.0
-            layer1 = torch.eye(head.dyconv_channels)
-            layer2 = torch.zeros(1, head.dyconv_channels)
-            unit = stride * 8  # relative coordinates are in units of 8 strides
-            layer2[0, :2] = -mask_sharpness * unit / (width / 2)
-            layer2[0, 2:4] = -mask_sharpness * unit / (height / 2)
-            zeros = torch.zeros(head.dyconv_channels)
-            biases = [zeros, zeros, torch.tensor([mask_sharpness])]
-            params = torch.cat([layer0.flatten(), layer1.flatten(), layer2.flatten(), *biases])
-            if params.numel() != head.num_gen_params:
-                raise ValueError(f"expected a head with 3 dynamic conv layers, got {head.num_gen_params} parameters")
-            kernel.weight.zero_()
-            kernel.bias.copy_(params)
+def _load_network(
+    path: str | Path, *, device: str | None, trust: bool, fallback_config: str | Path
+) -> RTMDetNetwork:
+    resolved = resolve_device(device)  # fail on a missing GPU before reading 230 MB
+    source = Path(path).name
+    checkpoint = load_checkpoint(path, trust=trust)
+    model, origin = detector_from_checkpoint(checkpoint, source=source, fallback_config=fallback_config)
+    del checkpoint
+    return RTMDetNetwork(model, device=str(resolved), origin=origin)

@@ -6,6 +6,11 @@ returns the same instances with better soft masks. :func:`create_segmenter` and
 :func:`create_refiner` build them from plain names, so the command line, the
 app and the benchmarks share one way of choosing models, and ``"auto"`` always
 says which one it took and why.
+
+Which models exist, their weight files and loaders come from
+:mod:`inference.registry`; nothing here names a weight file. These factories
+load a model on every call: :mod:`inference.model_cache` keeps loaded models
+per process.
 """
 
 from __future__ import annotations
@@ -16,14 +21,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from inference import registry, weights
+from inference.errors import ModelUnavailable
 from inference.instances import Click, Instances
 
-BACKENDS = ("auto", "classic", "rtmdet")
-REFINERS = ("none", "refinenet_isnet", "animeseg")
-
-
-class ModelUnavailable(RuntimeError):
-    """A model was asked for but cannot run here; the message says how to install it."""
+#: Detection backends: ``auto``, the classic segmenter (no weights) and the registry's detectors.
+BACKENDS = ("auto", "classic", *registry.options_for("detector"))
+#: Refiner options: ``none`` and the registry's refiners.
+REFINERS = ("none", *registry.options_for("refiner"))
 
 
 @runtime_checkable
@@ -108,29 +113,41 @@ def mmdet_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("mmdet", "mmcv", "mmengine"))
 
 
+def detector_missing(option: str) -> tuple[str, ...]:
+    """What the registry detector ``option`` lacks here: ``"weights"`` and/or ``"mmdet"`` (empty: it can run).
+
+    Cheap: a file stat and import specs; nothing is loaded.
+    """
+    spec = registry.spec_for_option("detector", option)
+    missing = []
+    if not weights.is_installed(spec.key):
+        missing.append("weights")
+    if not mmdet_available():
+        missing.append("mmdet")
+    return tuple(missing)
+
+
 def resolve_backend(backend: str) -> BackendChoice:
     """Turn ``auto`` into ``rtmdet`` or ``classic``; check an explicit ``rtmdet`` can run.
 
     Raises:
         ModelUnavailable: ``rtmdet`` was asked for explicitly but cannot run.
     """
-    from inference import weights
-
     if backend not in BACKENDS:
         raise ValueError(f"expected backend in {BACKENDS}, got {backend!r}")
     if backend == "classic":
         return BackendChoice("classic", "Classic segmenter chosen (no model weights needed).")
-    have_weights = weights.is_installed("rtmdet")
-    have_mmdet = mmdet_available()
-    if have_weights and have_mmdet:
-        return BackendChoice("rtmdet", "Anime instance model (RTMDet-Ins, rtmdetl_e60.ckpt).")
-    missing = []
-    if not have_weights:
-        missing.append(f"its weights ({weights.INSTALL_HINT})")
-    if not have_mmdet:
-        missing.append("mmdet/mmcv (run ./run.sh, which installs them)")
-    why = "The anime model needs " + " and ".join(missing) + "."
-    if backend == "rtmdet":
+    option = "rtmdet" if backend == "auto" else backend
+    spec = registry.spec_for_option("detector", option)
+    missing = detector_missing(option)
+    if not missing:
+        return BackendChoice(option, f"{spec.title}, {spec.filename}.")
+    needs = {
+        "weights": f"its weights ({weights.install_hint(spec.key)})",
+        "mmdet": "mmdet/mmcv (run ./run.sh, which installs them)",
+    }
+    why = "The anime model needs " + " and ".join(needs[m] for m in missing) + "."
+    if backend != "auto":
         raise ModelUnavailable(why)
     return BackendChoice(
         "classic",
@@ -138,8 +155,30 @@ def resolve_backend(backend: str) -> BackendChoice:
     )
 
 
+def load_detector(option: str, *, device: str | None = None, trust: bool = False) -> Segmenter:
+    """Load the registry detector ``option`` with its default options (the expensive step).
+
+    Returns:
+        A segmenter with ``with_options(det_size=..., score_threshold=..., tta=...)``
+        that shares its loaded network (see :func:`configure_detector`).
+
+    Raises:
+        ModelUnavailable: its weights or libraries are missing (message says how to fix it).
+        CheckpointError: the weight file is damaged, untrusted or does not fit.
+    """
+    spec = registry.spec_for_option("detector", option)
+    resolve_backend(option)  # raises ModelUnavailable with the reason when it cannot run
+    return spec.load(weights.weight_path(spec.key), device=device, trust=trust)
+
+
+def configure_detector(detector: Segmenter, settings: DetectionSettings) -> Segmenter:
+    """A light segmenter sharing ``detector``'s network, with the cheap options of ``settings``
+    (input size, score threshold, flip TTA); nothing is reloaded."""
+    return detector.with_options(det_size=settings.det_size, score_threshold=settings.score_threshold, tta=settings.tta)
+
+
 def create_segmenter(settings: DetectionSettings) -> tuple[Segmenter, BackendChoice]:
-    """Build the segmenter ``settings`` asks for.
+    """Build the segmenter ``settings`` asks for (loads weights on every call; see :mod:`inference.model_cache`).
 
     Returns:
         The segmenter and the :class:`BackendChoice` that explains it.
@@ -152,22 +191,20 @@ def create_segmenter(settings: DetectionSettings) -> tuple[Segmenter, BackendCho
         from inference.classic import ClassicSegmenter
 
         return ClassicSegmenter(), choice
-    from inference import weights
-    from inference.rtmdet import RTMDetSegmenter
+    detector = load_detector(choice.name, device=settings.device, trust=settings.trust_checkpoints)
+    return configure_detector(detector, settings), choice
 
-    segmenter = RTMDetSegmenter(
-        weights.weight_path("rtmdet"),
-        det_size=settings.det_size,
-        tta=settings.tta,
-        score_threshold=settings.score_threshold,
-        device=settings.device,
-        trust=settings.trust_checkpoints,
-    )
-    return segmenter, choice
+
+def refiner_missing(option: str) -> str | None:
+    """Why the registry refiner ``option`` cannot be built here (its weights are missing), or None."""
+    spec = registry.spec_for_option("refiner", option)
+    if weights.is_installed(spec.key):
+        return None
+    return f"The {option} refiner needs its weights: {weights.install_hint(spec.key)}"
 
 
 def create_refiner(name: str, *, device: str | None = None, trust: bool = False) -> Refiner | None:
-    """Build a refiner by name; ``"none"`` gives ``None``.
+    """Build a refiner by option name (loads weights on every call); ``"none"`` gives ``None``.
 
     ``trust`` allows full unpickling of a weight file whose hash was not recorded
     by our download command (see :func:`inference.weights.load_checkpoint`).
@@ -179,11 +216,8 @@ def create_refiner(name: str, *, device: str | None = None, trust: bool = False)
         raise ValueError(f"expected refine in {REFINERS}, got {name!r}")
     if name == "none":
         return None
-    from inference import refine, weights
-
-    key = "refine" if name == "refinenet_isnet" else "animeseg"
-    if not weights.is_installed(key):
-        raise ModelUnavailable(f"The {name} refiner needs its weights: {weights.INSTALL_HINT}")
-    if name == "refinenet_isnet":
-        return refine.RefineNetISNet.from_checkpoint(weights.weight_path(key), device=device, trust=trust)
-    return refine.AnimeSegRefiner.from_checkpoint(weights.weight_path(key), device=device, trust=trust)
+    why = refiner_missing(name)
+    if why is not None:
+        raise ModelUnavailable(why)
+    spec = registry.spec_for_option("refiner", name)
+    return spec.load(weights.weight_path(spec.key), device=device, trust=trust)

@@ -1,26 +1,21 @@
-"""Model weight files: where they live, how to download and verify them, how to load them safely.
+"""Model weight files: where they live, which are trusted, and how to load them safely.
 
-Three files are known (see ``models/README.md``):
-
-=========  ==================================  ====================================================
-key        Hugging Face file                   path under the models folder
-=========  ==================================  ====================================================
-rtmdet     dreMaz/AnimeInstanceSegmentation    ``AnimeInstanceSegmentation/rtmdetl_e60.ckpt``
-refine     dreMaz/AnimeInstanceSegmentation    ``AnimeInstanceSegmentation/refine_last.ckpt``
-animeseg   skytnt/anime-seg                    ``anime-seg/isnetis.ckpt``
-=========  ==================================  ====================================================
+Which files exist is declared once, in :mod:`inference.registry` (see also
+``models/README.md``); this module knows nothing about particular models.
+Their status and their download live in :mod:`inference.weight_install`.
 
 The models folder is ``<repo>/models`` unless the environment variable
 ``NUKKI_MODELS_DIR`` names another one.
 
 Command line::
 
-    python -m inference.weights download [rtmdet|refine|animeseg|all]
+    python -m inference.weights download [KEY ...|all]   # keys: rtmdet refine animeseg sam2 sam2-small sam2-base-plus
     python -m inference.weights status
 
-``download`` fetches with ``huggingface_hub`` (progress bars; an interrupted
-download resumes), compares the file's size and sha256 with the hub's metadata,
-and records them in ``weights.lock.json`` in the models folder.
+``download`` fetches with ``huggingface_hub``, compares the file's size and
+sha256 with the hub's metadata, and records them in ``weights.lock.json`` in the
+models folder (:func:`record_download`). ``all`` means the registry's default
+set (every model except the larger SAM 2.1 variants). ``status`` lists each file.
 
 Trust rule for loading (:func:`load_checkpoint`): a checkpoint is first opened
 with ``torch.load(weights_only=True)``, which cannot run code. A file that needs
@@ -31,7 +26,6 @@ passes ``trust=True`` (``--trust-checkpoint`` on command lines).
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -40,9 +34,10 @@ import pickle
 import sys
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
+
+from inference.registry import model_spec
 
 if TYPE_CHECKING:  # torch is imported lazily: `status` and `is_installed` do not need it
     import torch
@@ -57,63 +52,15 @@ TRUST_FLAG = "--trust-checkpoint"
 DOWNLOAD_COMMAND = "python -m inference.weights download all"
 INSTALL_HINT = f"run `{DOWNLOAD_COMMAND}` (offline: see models/README.md for the git-lfs alternative)"
 
-_HASH_CHUNK = 1 << 20
+#: Files are hashed in chunks of this many bytes.
+HASH_CHUNK = 1 << 20
 #: Files smaller than this that start with the Git LFS header are pointers, not weights.
 _LFS_POINTER_MAX_BYTES = 1024
 _LFS_POINTER_HEADER = b"version https://git-lfs"
 
 
-@dataclass(frozen=True)
-class WeightSpec:
-    """One downloadable weight file.
-
-    Attributes:
-        key: short name used on the command line (``rtmdet``, ``refine``, ``animeseg``).
-        repo_id: Hugging Face model repository.
-        filename: file name inside that repository.
-        relative_path: where it goes, relative to the models folder (POSIX separators).
-        licence: licence of the repository.
-        description: one line saying what the file is.
-    """
-
-    key: str
-    repo_id: str
-    filename: str
-    relative_path: str
-    licence: str
-    description: str
-
-    @property
-    def url(self) -> str:
-        """Web address of the file on the hub."""
-        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
-
-
-WEIGHTS: dict[str, WeightSpec] = {
-    "rtmdet": WeightSpec(
-        "rtmdet", "dreMaz/AnimeInstanceSegmentation", "rtmdetl_e60.ckpt",
-        "AnimeInstanceSegmentation/rtmdetl_e60.ckpt", "MIT",
-        "RTMDet-Ins-L anime instance segmentation (mmengine checkpoint, ~230 MB)",
-    ),
-    "refine": WeightSpec(
-        "refine", "dreMaz/AnimeInstanceSegmentation", "refine_last.ckpt",
-        "AnimeInstanceSegmentation/refine_last.ckpt", "MIT",
-        "IS-Net mask refiner, 4 input channels (bare state dict, ~176 MB)",
-    ),
-    "animeseg": WeightSpec(
-        "animeseg", "skytnt/anime-seg", "isnetis.ckpt",
-        "anime-seg/isnetis.ckpt", "Apache-2.0",
-        "IS-Net anime foreground segmentation (Lightning checkpoint)",
-    ),
-}
-
-
 class CheckpointError(ValueError):
     """A checkpoint file is missing, damaged, untrusted or does not fit the model; the message says which."""
-
-
-class DownloadError(RuntimeError):
-    """Fetching or verifying a weight file failed; the message is one line for the user."""
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -125,16 +72,18 @@ def models_dir() -> Path:
     return Path(override).expanduser() if override else MODELS_DIR
 
 
-def weight_spec(key: str) -> WeightSpec:
-    """The :class:`WeightSpec` of ``key`` (``rtmdet``, ``refine`` or ``animeseg``)."""
-    if key not in WEIGHTS:
-        raise ValueError(f"expected a weight key in {tuple(WEIGHTS)}, got {key!r}")
-    return WEIGHTS[key]
+def install_hint(key: str) -> str:
+    """How to get the weights of one registry model, as a clause: ``run `python -m ...` (offline: ...)``."""
+    return f"run `{model_spec(key).download_command}` (offline: see models/README.md for the git-lfs alternative)"
 
 
 def weight_path(key: str) -> Path:
-    """Where the file of ``key`` lives (it may not exist yet)."""
-    return models_dir() / weight_spec(key).relative_path
+    """Where the file of the registry model ``key`` lives (it may not exist yet).
+
+    Raises:
+        ValueError: ``key`` is not in :mod:`inference.registry`.
+    """
+    return models_dir() / model_spec(key).relative_path
 
 
 def lock_path() -> Path:
@@ -162,24 +111,12 @@ def is_installed(key: str) -> bool:
         return False
 
 
-def _display_path(path: Path) -> str:
+def display_path(path: Path) -> str:
     """``path`` relative to the repository root when it lies inside it, else absolute."""
     try:
         return path.resolve().relative_to(REPO_ROOT).as_posix()
     except ValueError:
         return str(path)
-
-
-def manual_install_command(keys: Sequence[str]) -> str:
-    """The git-lfs commands that fetch the repositories holding ``keys`` by hand."""
-    clones: list[str] = []
-    for key in keys:
-        spec = weight_spec(key)
-        folder = _display_path(models_dir() / Path(spec.relative_path).parent)
-        clone = f"git clone https://huggingface.co/{spec.repo_id} {folder}"
-        if clone not in clones:
-            clones.append(clone)
-    return " && ".join(["git lfs install", *clones])
 
 
 # ---------------------------------------------------------------------------------------------- hashes and lock
@@ -189,16 +126,7 @@ def file_sha256(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _git_blob_sha1(path: Path) -> str:
-    """Git's object id of a file's content (what the hub reports for files not stored in LFS)."""
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
+        while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -224,7 +152,7 @@ def record_download(key: str, path: Path, *, size: int, sha256: str, source: str
         "size": int(size),
         "sha256": sha256,
         "source": source,
-        "downloaded_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "downloaded_at": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
     }
     lock = read_lock()
     lock[key] = entry
@@ -271,7 +199,7 @@ def _file_kind(head: bytes) -> str:
     return "unknown"
 
 
-def _first_line(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     """``"ErrorType: first sentence of the message"``, at most about 200 characters."""
     lines = str(exc).strip().splitlines()
     if not lines:
@@ -381,7 +309,7 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         needed = _unsafe_globals(path) if kind == "zip" else None
         if kind == "zip" and not needed:
-            raise CheckpointError(f"{path} is damaged ({size} bytes, {_first_line(exc)}); download it again") from None
+            raise CheckpointError(f"{path} is damaged ({size} bytes, {short_error(exc)}); download it again") from None
         if not (trust or is_trusted(path)):
             names = f" ({', '.join(needed[:4])}{', ...' if len(needed) > 4 else ''})" if needed else ""
             raise CheckpointError(
@@ -395,7 +323,7 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
         raise
     except Exception as exc:  # noqa: BLE001 - torch reports damage as RuntimeError, EOFError, ...
         raise CheckpointError(
-            f"{path} is damaged or truncated ({size} bytes, {_first_line(exc)}); download it again"
+            f"{path} is damaged or truncated ({size} bytes, {short_error(exc)}); download it again"
         ) from None
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"expected {path} to hold a dict (a state dict or a training checkpoint), "
@@ -412,7 +340,7 @@ def _load_trusted(path: Path, size: int) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 - anything a pickle can raise
         raise CheckpointError(
-            f"{path} could not be unpickled ({size} bytes, {_first_line(exc)}); it is damaged or not a checkpoint"
+            f"{path} could not be unpickled ({size} bytes, {short_error(exc)}); it is damaged or not a checkpoint"
         ) from None
 
 
@@ -491,158 +419,11 @@ def load_weights_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.
     module.load_state_dict(dict(state_dict), strict=True)
 
 
-# ---------------------------------------------------------------------------------------------- download
+def main(argv: list[str] | None = None) -> int:
+    """``python -m inference.weights download [KEY ...|all]`` or ``status`` (see :mod:`inference.weight_install`)."""
+    from inference import weight_install
 
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """What the hub says about a file: size, sha256 (LFS files) and git blob id."""
-
-    size: int
-    sha256: str | None
-    blob_id: str | None
-
-
-def fetch_remote_file(spec: WeightSpec) -> RemoteFile:
-    """Ask the hub for the size and hashes of ``spec``'s file.
-
-    Raises:
-        DownloadError: the hub is unreachable or does not have the file.
-    """
-    import huggingface_hub
-
-    try:
-        infos = huggingface_hub.HfApi().get_paths_info(spec.repo_id, [spec.filename])
-    except _hub_errors() as exc:
-        raise DownloadError(f"could not reach huggingface.co/{spec.repo_id} ({_first_line(exc)})") from None
-    for info in infos:
-        if getattr(info, "path", None) == spec.filename and getattr(info, "size", None) is not None:
-            lfs = getattr(info, "lfs", None)
-            sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
-            size = getattr(lfs, "size", None) if lfs is not None else None
-            return RemoteFile(
-                size=int(size if size is not None else info.size),
-                sha256=sha256.lower() if isinstance(sha256, str) else None,
-                blob_id=getattr(info, "blob_id", None),
-            )
-    raise DownloadError(f"huggingface.co/{spec.repo_id} has no file {spec.filename}")
-
-
-def _hub_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions meaning "the hub could not be used": network, HTTP, offline mode, missing entries."""
-    from huggingface_hub import errors
-
-    return (OSError, errors.HTTPError, errors.EntryNotFoundError, errors.HfHubHTTPError)
-
-
-def _matches(path: Path, remote: RemoteFile) -> tuple[bool, str]:
-    """Whether a local file matches the hub's metadata, and its sha256."""
-    sha256 = file_sha256(path)
-    if path.stat().st_size != remote.size:
-        return False, sha256
-    if remote.sha256 is not None:
-        return sha256 == remote.sha256, sha256
-    if remote.blob_id:
-        return _git_blob_sha1(path) == remote.blob_id, sha256
-    return False, sha256
-
-
-def download_weight(key: str, *, out: TextIO | None = None) -> dict[str, Any]:
-    """Fetch one weight file into the models folder, verify it, record it in the lock file.
-
-    A file already present that matches the hub is kept (and recorded) without
-    downloading again. A file that does not match after downloading is deleted.
-
-    Returns:
-        The lock entry written for ``key``.
-
-    Raises:
-        DownloadError: hub unreachable, file missing on the hub, or verification failed.
-    """
-    import huggingface_hub
-
-    stream = out if out is not None else sys.stdout
-    spec = weight_spec(key)
-    target = weight_path(key)
-    remote = fetch_remote_file(spec)
-    if target.is_file():
-        ok, sha256 = _matches(target, remote)
-        if ok:
-            print(f"{key}: {_display_path(target)} already present and verified", file=stream)
-            return record_download(key, target, size=remote.size, sha256=sha256, source=spec.url)
-        print(f"{key}: {_display_path(target)} does not match the hub; downloading it again", file=stream)
-        target.unlink()
-    print(f"{key}: downloading {spec.filename} from huggingface.co/{spec.repo_id} "
-          f"({remote.size / 1e6:.1f} MB)", file=stream, flush=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fetched = Path(huggingface_hub.hf_hub_download(spec.repo_id, spec.filename, local_dir=target.parent))
-    except _hub_errors() as exc:
-        raise DownloadError(f"downloading {spec.filename} from huggingface.co/{spec.repo_id} failed "
-                            f"({_first_line(exc)})") from None
-    if fetched.resolve() != target.resolve():
-        fetched.replace(target)
-    ok, sha256 = _matches(target, remote)
-    if not ok:
-        got_size = target.stat().st_size
-        target.unlink()
-        expected = remote.sha256 or remote.blob_id or "unknown"
-        raise DownloadError(
-            f"{spec.filename} failed verification (got {got_size} bytes, sha256 {sha256[:16]}...; expected "
-            f"{remote.size} bytes, hash {expected[:16]}...); the file was deleted, try again"
-        )
-    entry = record_download(key, target, size=remote.size, sha256=sha256, source=spec.url)
-    print(f"{key}: ok, {_display_path(target)} ({remote.size / 1e6:.1f} MB, sha256 {sha256[:12]}...)", file=stream)
-    return entry
-
-
-def _status_line(key: str, lock: Mapping[str, Mapping[str, Any]]) -> str:
-    spec = weight_spec(key)
-    path = weight_path(key)
-    shown = _display_path(path)
-    if not path.exists():
-        return f"{key:<9} missing      {shown}  (run `python -m inference.weights download {key}`)"
-    if is_lfs_pointer(path):
-        return f"{key:<9} LFS pointer  {shown}  (not the weights: run `git lfs pull` in {_display_path(path.parent)})"
-    size = path.stat().st_size
-    entry = lock.get(key)
-    if entry is None:
-        return (f"{key:<9} installed    {shown}  ({size / 1e6:.1f} MB; no hash recorded, run "
-                f"`python -m inference.weights download {key}` to verify it against {spec.repo_id})")
-    if size == entry.get("size") and file_sha256(path) == entry["sha256"]:
-        return f"{key:<9} verified     {shown}  ({size / 1e6:.1f} MB, sha256 matches {LOCK_FILENAME})"
-    return (f"{key:<9} CHANGED      {shown}  ({size / 1e6:.1f} MB; sha256 differs from {LOCK_FILENAME}, "
-            f"run `python -m inference.weights download {key}`)")
-
-
-def status_lines() -> list[str]:
-    """One line per weight file: missing, LFS pointer, installed (unverified), verified or changed."""
-    lock = read_lock()
-    lines = [f"models folder: {_display_path(models_dir())} (set {MODELS_DIR_ENV} to use another)"]
-    lines += [_status_line(key, lock) for key in WEIGHTS]
-    return lines
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``download [rtmdet|refine|animeseg|all]`` or ``status``. Returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m inference.weights", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    download = commands.add_parser("download", help="fetch weight files from the Hugging Face Hub and verify them")
-    download.add_argument("which", nargs="?", default="all", choices=[*WEIGHTS, "all"])
-    commands.add_parser("status", help="list installed weight files and whether they match the lock file")
-    args = parser.parse_args(argv)
-
-    if args.command == "status":
-        print("\n".join(status_lines()))
-        return 0
-    keys = list(WEIGHTS) if args.which == "all" else [args.which]
-    for key in keys:
-        try:
-            download_weight(key)
-        except DownloadError as exc:
-            print(f"error: {key}: {exc}. Manual alternative: {manual_install_command(keys)}", file=sys.stderr)
-            return 1
-    return 0
+    return weight_install.main(argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """Cutout: upload a picture, click the characters, tune the matte, pick a background, download.
 
-Expensive work (decode, detect, refine) runs once per picture and settings; the
-right-hand panel (matte sliders, background, preview, downloads) is an
-``st.fragment``, so moving a slider re-runs only the cheap half.
+Expensive work (decode, detect, point prompts) runs once per picture, settings and
+click; the right-hand panel (matte sliders, background, preview, downloads) is an
+``st.fragment``, so moving a slider re-runs only that half.
+
+The choice of characters is derived on every run from the workspace's ordered
+step history (:mod:`studio.selection`); the click picture reports clicks as
+state with ids (:mod:`studio.canvas`), so a repeated or late update never
+counts twice and nothing here calls ``st.rerun``.
 """
 
 from __future__ import annotations
@@ -12,25 +17,31 @@ import time
 
 import streamlit as st
 
-st.set_page_config(page_title="Nukki · Cutout", page_icon="✂️", layout="wide")
+st.set_page_config(page_title="Nukki · Cutout", page_icon=":material/content_cut:", layout="wide")
 
-from streamlit_drawable_canvas import st_canvas  # noqa: E402  (needs the Streamlit runtime)
-
-from inference import pipeline  # noqa: E402
-from inference.export import cutout_png, encode_image, layers_zip, mask_png  # noqa: E402
+from inference.export import encode_image  # noqa: E402
 from inference.image_io import ImageLoadError  # noqa: E402
 from inference.overlay import draw_instance_overlay, instance_colors  # noqa: E402
+from inference.pipeline import shrink_image  # noqa: E402
 from inference.segmenter import ModelUnavailable  # noqa: E402
-from studio import assets, canvas, controls, engine_cache, errors, limits, session  # noqa: E402
+from inference.session import CutoutSession  # noqa: E402
+from studio import assets, canvas, controls, errors, limits, session  # noqa: E402
 from studio.model_options import model_options  # noqa: E402
-from studio.preview import make_preview, rgb_hex, shrink, side_by_side, split_view  # noqa: E402
-from studio.workspace import CANVAS_DEFAULT_WIDTH, CANVAS_WIDTHS, Workspace, decode_picture  # noqa: E402
+from studio.preview import (  # noqa: E402
+    PREVIEW_LONG_SIDE,
+    composite_preview,
+    describe_report,
+    prepare_preview,
+    render_preview,
+    rgb_hex,
+    side_by_side,
+    split_view,
+)
+from studio.workspace import CLICK_PICTURE_LONG_SIDE, Workspace, decode_picture  # noqa: E402
 
 UPLOAD_KEY = "upload"
 SAMPLE_KEY = "sample_pick"
-CLICK_MODE_KEY = "keep.click_mode"
 VIEW_KEY = "keep.view"
-CANVAS_WIDTH_KEY = "keep.canvas_width"
 
 session.keep_widget_state()
 ws = session.workspace()
@@ -39,19 +50,25 @@ ws = session.workspace()
 # ---------------------------------------------------------------------------- picture in
 def _load(ws: Workspace, name: str, data: bytes, source: str) -> None:
     try:
-        picture = decode_picture(name, data, source=source, max_pixels=limits.max_pixels())
+        picture = decode_picture(name, data, max_pixels=limits.max_pixels())
     except ImageLoadError as exc:
         keep = f" Still working on {ws.picture.name}." if ws.picture else ""
         ws.load_error = f"{name} could not be opened. {exc}{keep}"
     else:
         if ws.picture is None or picture.digest != ws.picture.digest:
-            ws.set_picture(picture)
+            ws.set_picture(picture, source)
         ws.load_error = None
 
 
 def _pick_sample() -> None:
     st.session_state[session.PENDING_SAMPLE_KEY] = st.session_state[SAMPLE_KEY]
     st.session_state[SAMPLE_KEY] = None  # so the same sample can be picked again later
+
+
+def _upload_changed() -> None:
+    # A new file in the uploader (or one the browser refused as too big): the old
+    # refusal no longer describes what is on screen.
+    session.workspace().load_error = None
 
 
 def picture_source(ws: Workspace) -> None:
@@ -64,6 +81,7 @@ def picture_source(ws: Workspace) -> None:
             "Upload a picture",
             key=UPLOAD_KEY,
             help=limits.describe_limits(st.get_option("server.maxUploadSize")),
+            on_change=_upload_changed,
         )
     with sample_col:
         st.selectbox(
@@ -95,20 +113,21 @@ def detect(ws: Workspace) -> None:
     start = time.perf_counter()
     try:
         with st.spinner(f"Finding characters in {ws.picture.name}…", show_time=True):
-            detection = engine_cache.detect(ws.picture.image, ws.picture.digest, settings)
+            cut = CutoutSession(ws.picture, settings)
+            _ = cut.detection  # runs the models once (cached by picture digest and settings)
     except Exception as exc:  # the page boundary: a message, never a traceback
         expected = isinstance(exc, (ModelUnavailable, ValueError, MemoryError))
         st.error(f"Detection failed: {exc}" if expected else errors.unexpected(exc, "finding characters"))
-        if ws.detection is None:
+        if ws.cut is None:
             st.stop()
         st.warning("Showing the previous detection of this picture.")
         return
-    ws.set_detection(key, detection)
+    ws.set_session(key, cut)
     ws.detection_wall_s = time.perf_counter() - start
 
 
 def detection_summary(ws: Workspace) -> None:
-    detection = ws.detection
+    detection = ws.cut.detection
     n = len(detection.instances)
     cached = ws.detection_wall_s < 0.5 * detection.seconds
     st.caption(
@@ -118,163 +137,166 @@ def detection_summary(ws: Workspace) -> None:
         help=detection.choice.reason,
     )
     for note in detection.instances.notes:
-        st.info(note)
+        st.info(note, icon=":material/info:")
     if n == 0:
         st.warning("No character found. Include-click on a character and Nukki will try to cut out what is there.")
 
 
 # ---------------------------------------------------------------------------- clicks
-def _canvas_drawing(value) -> dict | None:
-    """The fabric JSON inside the canvas component's session-state value, if any."""
-    if isinstance(value, dict) or hasattr(value, "get"):
-        drawing = value.get("drawing")
-        if hasattr(drawing, "get"):
-            raw = drawing.get("raw")
-            return raw if hasattr(raw, "get") else None
-    return None
+def take_clicks(ws: Workspace) -> None:
+    """Append the click component's new clicks to the history (idempotent: ids seen once)."""
+    value = st.session_state.get(ws.click_key)
+    ws.take_clicks(canvas.parse_clicks(value, image_size=ws.picture.size))
 
 
-def _sync(ws: Workspace, drawing: dict | None) -> bool:
-    clicks = canvas.clicks_from_canvas(drawing, canvas_size=ws.canvas_size, image_size=ws.picture.size)
-    try:
-        return ws.selection.sync_clicks(clicks, engine_cache.add_at(ws.picture.image))
-    except (ModelUnavailable, ValueError) as exc:
-        st.warning(f"That click could not add a character: {exc}")
-        return False
-    except Exception as exc:  # the page boundary
-        st.warning(errors.unexpected(exc, "adding a character under the click"))
-        return False
-
-
-def _undo() -> None:
+def _current(generation: int) -> Workspace | None:
+    """The workspace, if a callback made for ``generation`` still applies (not after a new picture)."""
     ws = session.workspace()
-    step = ws.selection.undo()
-    if step is not None and step.kind == "click":
-        ws.rebuild_canvas()
+    return ws if ws.generation == generation and ws.cut is not None else None
 
 
-def _reset() -> None:
-    ws = session.workspace()
-    ws.selection.reset()
-    ws.rebuild_canvas()
+def _undo(generation: int) -> None:
+    if (ws := _current(generation)) is not None:
+        ws.undo()
 
 
-def _toggle(index: int, key: str) -> None:
-    session.workspace().selection.set_chosen(index, bool(st.session_state[key]))
+def _reset(generation: int) -> None:
+    if (ws := _current(generation)) is not None:
+        ws.reset()
 
 
-def _overlay_jpeg(ws: Workspace) -> bytes:
-    selection = ws.selection
-    key = (ws.detection_key, selection.version, tuple(selection.selected))
+def _set_all(generation: int, value: bool) -> None:
+    if (ws := _current(generation)) is not None:
+        ws.set_all(value)
+
+
+def _toggle(generation: int, index: int, key: str, drawn: bool) -> None:
+    """A checkbox changed. Streamlit also calls this when a browser update that left before the
+    last run finished still holds a checkbox that run replaced (with the value it was drawn
+    with): only a value other than the drawn one, once per checkbox, is the person's toggle."""
+    ws = _current(generation)
+    if ws is None:
+        return
+    value = bool(st.session_state.get(key, drawn))
+    if value == drawn or key in ws.seen_toggles or index >= len(ws.sync().instances):
+        return
+    ws.seen_toggles.add(key)
+    ws.toggle(index, value)
+
+
+def _overlay_url(ws: Workspace, cut: CutoutSession) -> str:
+    key = (ws.generation, id(cut.instances), tuple(cut.selected))
     cached = ws.remembered_overlay(key)
     if cached is None:
-        overlay = draw_instance_overlay(ws.picture.image, selection.instances, set(selection.selected))
-        cached = encode_image(shrink(overlay, ws.canvas_size), "jpeg", quality=88)
+        overlay = draw_instance_overlay(cut.picture.image, cut.instances, set(cut.selected))
+        small = shrink_image(overlay, CLICK_PICTURE_LONG_SIDE)
+        cached = canvas.jpeg_data_url(encode_image(small, "jpeg", quality=85))
         ws.remember_overlay(key, cached)
     return cached
 
 
-def click_panel(ws: Workspace) -> None:
-    session.default(CANVAS_WIDTH_KEY, CANVAS_DEFAULT_WIDTH)
-    ws.canvas_width = int(st.session_state[CANVAS_WIDTH_KEY])
-    key = ws.canvas_key  # (a new canvas size gets a new key)
-    # Apply the canvas's newest points first, so the overlay drawn below already shows them.
-    # A canvas with no state yet (new key) will show its initial drawing: nothing to apply.
-    drawing = _canvas_drawing(st.session_state.get(key))
-    if drawing is not None:
-        _sync(ws, drawing)
-    # The canvas's initial drawing always holds the clicks made so far: when the browser
-    # re-mounts it (another page ran, an error appeared above it), it shows them all, and
-    # after a click it reloads the same points and sends them back unchanged.
-    ws.canvas_seed = ws.current_drawing()
-    session.default(CLICK_MODE_KEY, "include")
-    mode_col, size_col = st.columns([1, 1], vertical_alignment="bottom")
-    include = (
-        mode_col.segmented_control(
-            "Clicks",
-            ["include", "exclude"],
-            key=CLICK_MODE_KEY,
-            format_func={"include": ":material/add_circle: Include", "exclude": ":material/remove_circle: Exclude"}.get,
-            help="The canvas has no right click: choose what the next click does.",
-        )
-        != "exclude"
-    )
-    size_col.select_slider("Canvas width", CANVAS_WIDTHS, key=CANVAS_WIDTH_KEY, format_func=lambda w: f"{w} px")
-    height, width = ws.canvas_size
-    result = st_canvas(
-        drawing_mode="point",
-        background_image=_overlay_jpeg(ws),
-        width=width,
-        height=height,
-        key=key,
-        point_display_radius=canvas.POINT_RADIUS,
-        stroke_width=canvas.POINT_STROKE_WIDTH,
-        stroke_color=canvas.POINT_STROKE_COLOR,
-        fill_color=canvas.INCLUDE_COLOR if include else canvas.EXCLUDE_COLOR,
-        initial_drawing=ws.canvas_seed,
-        update_streamlit=True,
-    )
-    if _sync(ws, result.json_data):
-        st.rerun()
+def _click_mode(ws: Workspace) -> str:
+    value = st.session_state.get(ws.click_key)
+    mode = value.get("mode") if hasattr(value, "get") else None
+    return mode if mode in canvas.MODES else "include"
 
+
+def click_panel(ws: Workspace) -> None:
+    cut = ws.sync()
+    generation = ws.generation
+    canvas.click_picture(
+        key=ws.click_key,
+        image_url=_overlay_url(ws, cut),
+        image_size=ws.picture.size,
+        points=ws.points,
+        seen=ws.seen_clicks,
+        steps=len(ws.entries),
+        mode=_click_mode(ws),
+        alt=f"{ws.picture.name} with {len(cut.instances)} numbered characters; click one to choose it",
+        help_text="Choose what a click does, then click on the picture.",
+    )
+    result = cut.last_result
+    if ws.entries and result is not None and result.message:
+        st.info(result.message, icon=":material/info:")
+    elif ws.entries and result is not None and result.added is not None:
+        st.success(f"Added character {result.added + 1} under the click.", icon=":material/check_circle:")
     cols = st.columns(4)
-    cols[0].button("↶ Undo", on_click=_undo, disabled=not ws.selection.can_undo, width="stretch")
-    cols[1].button("Reset clicks", on_click=_reset, disabled=not ws.selection.can_undo, width="stretch")
-    cols[2].button("Select all", on_click=ws.selection.select_all, width="stretch")
-    cols[3].button("Select none", on_click=ws.selection.select_none, width="stretch")
+    cols[0].button("Undo", icon=":material/undo:", on_click=_undo, args=(generation,),
+                   disabled=not ws.entries, width="stretch", key="undo")
+    cols[1].button("Reset clicks", on_click=_reset, args=(generation,), disabled=not ws.entries,
+                   width="stretch", key="reset")
+    cols[2].button("Select all", on_click=_set_all, args=(generation, True), width="stretch", key="select_all")
+    cols[3].button("Select none", on_click=_set_all, args=(generation, False), width="stretch", key="select_none")
     character_list(ws)
 
 
 def character_list(ws: Workspace) -> None:
-    instances = ws.selection.instances
-    chosen = set(ws.selection.selected)
+    cut = ws.sync()
+    instances = cut.instances
+    chosen = set(cut.selected)
     colours = instance_colors(len(instances))
     described = instances.describe()
-    if ws.selection.untouched and len(instances):
+    if cut.untouched and len(instances):
         st.caption("No clicks yet: every character is kept. Include-click one to keep only the ones you click.")
+    # The checkboxes show the derived choice, so their keys name the history they were drawn
+    # for: a new key (value = the choice) after every step. The server never writes a value
+    # into a checkbox the browser already holds (that made a browser update sent while a run
+    # was on its way read as a toggle: phantom steps that reverted clicks), and _toggle takes
+    # each checkbox's change once.
+    steps = len(ws.entries)
     for index in range(len(instances)):
-        key = f"pick.{index}"
-        st.session_state[key] = index in chosen
+        key = f"pick.{ws.generation}.{steps}.{index}"
         swatch, box = st.columns([1, 14], vertical_alignment="center")
         swatch.markdown(
-            f"<div style='width:1.1rem;height:1.1rem;border-radius:3px;background:{rgb_hex(colours[index])}'></div>",
+            f"<div aria-hidden='true' style='width:1.1rem;height:1.1rem;border-radius:3px;"
+            f"background:{rgb_hex(colours[index])}'></div>",
             unsafe_allow_html=True,
         )
         info = described[index]
         box.checkbox(
-            f"**#{index + 1}** · score {info['score']:.2f} · {info['area_px']:,} px",
+            f"Character {index + 1} · score {info['score']:.2f} · {info['area_px']:,} px",
+            value=index in chosen,
             key=key,
             on_change=_toggle,
-            args=(index, key),
+            args=(ws.generation, index, key, index in chosen),
         )
+    # Drawn after the checkboxes: when it shows the new count, the list above shows the new choice.
+    st.caption(f"{steps} step{'s' if steps != 1 else ''} in the history" if steps else "No steps in the history yet.")
 
 
 # ---------------------------------------------------------------------------- matte, preview, downloads
-def _cutout(ws: Workspace, matte) -> pipeline.Cutout:
-    selection = ws.selection
-    key = (ws.detection_key, selection.version, tuple(selection.selected), matte)
-    cutout = ws.remembered_cutout(key)
-    if cutout is None:
-        cutout = pipeline.render_cutout(ws.picture.image, selection.instances, selection.selected, matte)
-        ws.remember_cutout(key, cutout)
-    return cutout
+def _preview(ws: Workspace, cut: CutoutSession, matte):
+    """The display-size cutout and the matte report (remembered for the last few settings)."""
+    choice = (ws.generation, id(cut.instances), tuple(cut.selected))
+    found = ws.remembered_preview((*choice, matte))
+    if found is None:
+        inputs = ws.remembered_preview(choice)
+        if inputs is None:
+            inputs = prepare_preview(cut.picture.image, cut.instances, cut.selected, long_side=PREVIEW_LONG_SIDE)
+            ws.remember_preview(choice, inputs)
+        found = (inputs.small_image, *render_preview(inputs, matte))
+        ws.remember_preview((*choice, matte), found)
+    return found
 
 
 @st.fragment
 def preview_panel() -> None:
     ws = session.workspace()
-    if ws.selection is None:
+    if ws.picture is None or ws.cut is None:
         return
+    cut = ws.sync()
     preview_slot = st.container()
     with st.expander("Background", expanded=True):
         background = controls.background_controls(ws)
     with st.expander("Matte (expert)"):
         matte = controls.matte_controls()
-    shown_matte = dataclasses.replace(matte, fast=True) if controls.fast_preview() else matte
+        report_slot = st.empty()
+    # What the downloads use; read when a download button is pressed (see downloads_panel).
+    ws.export_matte, ws.export_background = matte, background
     start = time.perf_counter()
     try:
-        cutout = _cutout(ws, shown_matte)
-        preview = make_preview(ws.picture.image, cutout, background)
+        small, cutout, report = _preview(ws, cut, matte)
+        preview = composite_preview(small, cutout, background, scale=small.shape[1] / cut.picture.size[1])
     except (ValueError, MemoryError) as exc:
         preview_slot.error(f"The preview could not be made: {exc}")
         return
@@ -282,6 +304,7 @@ def preview_panel() -> None:
         preview_slot.error(errors.unexpected(exc, "making the preview with these matte settings"))
         return
     elapsed_ms = (time.perf_counter() - start) * 1000
+    report_slot.caption(describe_report(report, matte))
     with preview_slot:
         session.default(VIEW_KEY, "after")
         view = st.segmented_control(
@@ -297,62 +320,60 @@ def preview_panel() -> None:
             shown = side_by_side(preview.before, preview.after)
         else:
             shown = preview.after
-        st.image(shown, output_format="JPEG", width="stretch")
-        chosen = len(ws.selection.selected)
+        # A data URL, not a media file: nothing for a clean-up to remove before the browser loads it.
+        st.image(canvas.jpeg_data_url(encode_image(shown, "jpeg", quality=88)), width="stretch")
         st.caption(
-            f"{chosen} of {len(ws.selection.instances)} character(s) · preview made in {elapsed_ms:.0f} ms",
-            help="Time to matte the chosen characters at full size and composite the preview.",
+            f"{len(cut.selected)} of {len(cut.instances)} character(s) · preview made in {elapsed_ms:.0f} ms",
+            help="The download's matte at display size: every setting shows here as it will in the file.",
         )
-        downloads(ws, matte, background)
 
 
-def downloads(ws: Workspace, matte, background) -> None:
-    image = ws.picture.image
-    instances = ws.selection.instances
-    selected = list(ws.selection.selected)
-    stem = ws.picture.stem
-    name = ws.picture.name
-    # Full quality for files; reuse the preview's cutout when it already is.
-    ready = ws.remembered_cutout((ws.detection_key, ws.selection.version, tuple(selected), matte))
+@st.fragment
+def downloads_panel() -> None:
+    """The download buttons, in a fragment of their own.
 
-    def full():
-        return ready if ready is not None else pipeline.render_cutout(image, instances, selected, matte)
-
+    Streamlit gives a download button's file a new id on every run that draws the button
+    and revokes the old one, so a press that reaches the server while such a run is on its
+    way finds nothing ("Deferred file not found"). Slider and background changes rerun
+    only the preview fragment, not this one, so the buttons keep their ids while someone
+    tunes; the file is made when the button is pressed, from the settings the preview
+    shows at that moment (the workspace's ``export_matte``/``export_background``).
+    """
+    ws = session.workspace()
+    if ws.picture is None or ws.cut is None:
+        return
+    cut = ws.sync()
+    stem = cut.picture.stem
     trim = st.checkbox("Trim PNG to the characters", key="keep.trim")
     fmt = st.session_state.get("keep.composite_format", "png")
+    nothing = not cut.selected
 
-    def rgba_png() -> bytes:
-        cut = full()
-        return cutout_png(cut.foreground, cut.alpha, trim=trim, margin=2)
+    def export(kind: str, **options):
+        def make() -> bytes:
+            if kind == "composite":
+                options["background"] = ws.export_background
+            return cut.export(kind, ws.export_matte, **options)
 
-    def mask() -> bytes:
-        return mask_png(full().alpha)
+        return make
 
-    def composite() -> bytes:
-        cut = full()
-        return encode_image(pipeline.render_preview(image, cut, background), fmt)
-
-    def layers() -> bytes:
-        return layers_zip(image, instances, selected, matte, source_name=name)
-
-    nothing = not selected
     cols = st.columns(4)
     cols[0].download_button(
-        "RGBA PNG", rgba_png, file_name=f"{stem}_cutout.png", mime="image/png",
+        "RGBA PNG", export("cutout", trim=trim), file_name=f"{stem}_cutout.png", mime="image/png",
         type="primary", disabled=nothing, on_click="ignore", key="dl_png", width="stretch",
     )
     cols[1].download_button(
-        "Mask", mask, file_name=f"{stem}_mask.png", mime="image/png",
+        "Mask", export("mask"), file_name=f"{stem}_mask.png", mime="image/png",
         disabled=nothing, on_click="ignore", key="dl_mask", width="stretch",
     )
     ext = "jpg" if fmt == "jpeg" else fmt
     cols[2].download_button(
-        "Composite", composite, file_name=f"{stem}_composite.{ext}", mime=f"image/{fmt}",
+        "Composite", export("composite", fmt=fmt),
+        file_name=f"{stem}_composite.{ext}", mime=f"image/{fmt}",
         disabled=nothing, on_click="ignore", key="dl_composite", width="stretch",
         help="The cutout over the background chosen above (the checkerboard for transparent).",
     )
     cols[3].download_button(
-        "Layers ZIP", layers, file_name=f"{stem}_layers.zip", mime="application/zip",
+        "Layers ZIP", export("layers"), file_name=f"{stem}_layers.zip", mime="application/zip",
         disabled=nothing, on_click="ignore", key="dl_layers", width="stretch",
         help="One trimmed RGBA PNG per character, the full cutout, the mask, the background plate "
         "(characters removed, hole filled) and manifest.json with each layer's position.",
@@ -364,15 +385,17 @@ def downloads(ws: Workspace, matte, background) -> None:
 
 
 # ---------------------------------------------------------------------------- page
-st.title("✂️ Cutout")
+st.title("Cutout")
 picture_source(ws)
 if ws.picture is None:
     st.info("Upload a picture or choose a sample to start. Nothing leaves this server.")
     st.stop()
 detect(ws)
+take_clicks(ws)
 detection_summary(ws)
 left, right = st.columns([11, 9], gap="medium")
 with left:
     click_panel(ws)
 with right:
     preview_panel()
+    downloads_panel()

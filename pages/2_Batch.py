@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-st.set_page_config(page_title="Nukki · Batch", page_icon="🗂️", layout="wide")
+st.set_page_config(page_title="Nukki · Batch", page_icon=":material/folder_zip:", layout="wide")
 
-from inference.pipeline import image_digest  # noqa: E402
-from studio import batch, controls, engine_cache, limits, session  # noqa: E402
+from inference.detection_cache import SHARED_DETECTIONS  # noqa: E402
+from studio import batch, controls, limits, session  # noqa: E402
 from studio.model_options import model_options  # noqa: E402
 
 FILES_KEY = "batch_files"
@@ -55,13 +55,13 @@ if st.button(f"Cut out {count} file{'s' if count != 1 else ''}", type="primary",
 
     result = batch.cut_out_batch(
         [(f.name, f.getvalue()) for f in files],
-        lambda image, digest: engine_cache.detect(image, digest, settings),
+        settings,
         matte,
-        digest=image_digest,
         rule=rule,
         layers=layers,
         trim=trim,
         max_pixels=limits.max_pixels(),
+        detections=SHARED_DETECTIONS,
         progress=report,
     )
     st.session_state[session.BATCH_RESULT_KEY] = result
@@ -76,7 +76,7 @@ if result is not None:
         [
             {
                 "file": r.name,
-                "status": "✅ ok" if r.ok else "❌ failed",
+                "status": "ok" if r.ok else "failed",  # words: no emoji font needed
                 "characters": r.characters,
                 "seconds": round(r.seconds, 2),
                 "what happened": r.message,

@@ -6,10 +6,10 @@ import streamlit as st
 
 st.set_page_config(page_title="Nukki · Models", page_icon="🧠", layout="wide")
 
-from inference import weights  # noqa: E402
+from inference import model_cache, registry, weights  # noqa: E402
 from inference.segmenter import mmdet_available  # noqa: E402
 from studio import controls, session  # noqa: E402
-from studio.model_options import model_options  # noqa: E402
+from studio.model_options import model_options, weight_rows  # noqa: E402
 from studio.weight_download import download_with_progress  # noqa: E402
 
 session.keep_widget_state()
@@ -17,37 +17,31 @@ session.keep_widget_state()
 st.title("Models")
 st.markdown(
     "Nukki works without any weights (the **classic** segmenter). The anime models find characters on "
-    "any background and sharpen their edges; they are downloaded from the Hugging Face Hub into "
-    f"`{weights.models_dir()}` and verified."
+    "any background and sharpen their edges, and SAM 2.1 cuts out what you click; their weights are "
+    f"downloaded from the Hugging Face Hub into `{weights.models_dir()}` and verified."
 )
 
-
-def _status(key: str) -> str:
-    path = weights.weight_path(key)
-    if weights.is_installed(key):
-        return "✅ installed"
-    if path.exists() and weights.is_lfs_pointer(path):
-        return "⚠️ Git LFS pointer (run git lfs pull)"
-    return "— missing"
-
-
 st.subheader("Weights")
+rows = weight_rows()
 st.dataframe(
     [
         {
-            "weights": key,
-            "what": spec.description,
-            "status": _status(key),
-            "licence": spec.licence,
-            "source": spec.url,
+            "model": row.model,
+            "weights": row.key,
+            "what it does": row.role,
+            "status": row.status,
+            "size": row.size,
+            "licence": row.licence,
+            "source": row.source,
         }
-        for key, spec in weights.WEIGHTS.items()
+        for row in rows
     ],
     hide_index=True,
     width="stretch",
+    column_config={"source": st.column_config.LinkColumn("source")},
 )
 st.caption(
-    "RTMDet-Ins also needs mmdet/mmcv: "
+    "The anime model also needs mmdet/mmcv: "
     + ("installed." if mmdet_available() else "not installed (./run.sh installs them).")
 )
 
@@ -55,9 +49,14 @@ OUTCOMES_KEY = "models.outcomes"
 for ok, message in st.session_state.pop(OUTCOMES_KEY, []):
     (st.success if ok else st.error)(message)
 
-missing = [key for key in weights.WEIGHTS if not weights.is_installed(key)]
+missing = [row.key for row in rows if not row.installed]
 if missing:
-    which = st.multiselect("Download", missing, default=missing, key="models.download_pick")
+    titles = {row.key: f"{row.model} ({row.size})" for row in rows}
+    suggested = [key for key in missing if key in registry.download_all_keys()]
+    which = st.multiselect(
+        "Download", missing, default=suggested, format_func=titles.get, key="models.download_pick",
+        help="The larger SAM 2.1 variants are optional: the tiny one is enough for point prompts.",
+    )
     if st.button("Download selected weights", type="primary", disabled=not which):
         outcomes = []
         for key in which:
@@ -67,11 +66,23 @@ if missing:
             if not outcome.ok:
                 break
         if any(ok for ok, _ in outcomes):
-            st.cache_resource.clear()  # models and detections made before the new weights
+            model_cache.clear()  # models loaded before the new weights
+            st.cache_resource.clear()  # detections made before them
         st.session_state[OUTCOMES_KEY] = outcomes
         st.rerun()  # redraw the table with the new status
+    st.caption(
+        "The same from a terminal in the Nukki folder: "
+        f"`python -m inference.weights download {' '.join(which or missing)}`. "
+        "Without access to huggingface.co from Python, see models/README.md for the git-lfs way."
+    )
 else:
     st.success("All weights are installed.")
+
+st.subheader("Point prompts")
+st.markdown(
+    "A click on a spot no detected character covers cuts out what lies there: "
+    + model_cache.resolve_prompter("auto").reason
+)
 
 st.subheader("Device")
 try:

@@ -1,10 +1,15 @@
 """Many pictures in, one ZIP of cutouts out, with a line per file saying what happened.
 
-:func:`cut_out_batch` never stops at a bad file: each failure (not a picture, too
-large, no character found, a model missing) becomes a :class:`FileReport` with
-the reason, and the rest go on. The ZIP holds, per good file, ``<name>_cutout.png``
-(RGBA), optionally ``<name>_layers/`` (one RGBA layer per character, the
-background plate and a manifest), plus ``report.csv`` and ``report.json``.
+Each file goes through :func:`inference.outputs.cut_out_picture`, the same
+function as the command line and the HTTP API, so a batch cutout equals the
+command line's for the same picture and settings. :func:`cut_out_batch` never
+stops at a bad file: each failure (not a picture, too large, no character found,
+a model missing) becomes a :class:`FileReport` with the reason, and the rest go
+on. Each report carries the segmenter's notes (e.g. "busy background: the anime
+model does better"). The ZIP holds, per good file, ``<stem>_cutout.png`` (RGBA),
+optionally ``<stem>_layers/`` (one RGBA layer per character, the background
+plate and a manifest), plus ``report.csv`` and ``report.json``. Stems follow
+:func:`inference.image_io.unique_stems` (files with one name keep their extension).
 
 Nothing here imports Streamlit.
 """
@@ -19,17 +24,15 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
-from inference.export import cutout_png, layers_zip
-from inference.image_io import ImageLoadError, load_image
+from inference.detection_cache import DetectionCache
+from inference.errors import ModelUnavailable
+from inference.image_io import ImageLoadError, unique_stems
 from inference.matte import MatteSettings
-from inference.pipeline import Detection, choose_by_rule, render_cutout
-from inference.segmenter import ModelUnavailable
+from inference.outputs import OutputOptions, cut_out_picture
+from inference.picture import Picture
+from inference.segmenter import DetectionSettings
 from studio.errors import unexpected
 
-#: ``(image, digest) -> Detection``; the page passes its cached detection.
-Detect = Callable[[np.ndarray, str], Detection]
 #: ``(done, total, name)`` after each file.
 Progress = Callable[[int, int, str], None]
 
@@ -39,7 +42,7 @@ SELECT_RULES = {"all": "every character", "largest": "the largest character"}
 
 @dataclass(frozen=True)
 class FileReport:
-    """What happened to one file."""
+    """What happened to one file (``notes``: the segmenter's sentences for the user)."""
 
     name: str
     ok: bool
@@ -47,6 +50,7 @@ class FileReport:
     message: str
     seconds: float
     outputs: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,72 +67,65 @@ class BatchResult:
         return sum(not r.ok for r in self.reports)
 
 
-def _unique_stem(name: str, taken: set[str]) -> str:
-    stem = name.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0].strip()
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem) or "picture"
-    candidate, n = stem, 2
-    while candidate.lower() in taken:
-        candidate, n = f"{stem}-{n}", n + 1
-    taken.add(candidate.lower())
-    return candidate
-
-
 def cut_out_batch(
     files: Sequence[tuple[str, bytes]],
-    detect: Detect,
+    settings: DetectionSettings,
     matte: MatteSettings,
     *,
-    digest: Callable[[bytes], str],
     rule: str = "all",
     layers: bool = False,
     trim: bool = False,
-    max_pixels: int,
+    max_pixels: int | None = None,
+    detections: DetectionCache | None = None,
     progress: Progress | None = None,
 ) -> BatchResult:
     """Cut out every file.
 
     Args:
         files: ``(name, bytes)`` per upload.
-        detect: finds the characters of one decoded picture (cached by the caller).
+        settings: detection settings (detections are shared through ``detections``).
         matte: matte settings for every cutout.
-        digest: the key of a file's bytes (``inference.pipeline.image_digest``).
         rule: which characters to keep, ``all`` or ``largest``.
         layers: also write each file's per-character layers and background plate.
         trim: crop each cutout PNG to its characters.
-        max_pixels: refuse pictures with more pixels.
+        max_pixels: refuse pictures with more pixels (``None``: the one limit, 24 MP or ``NUKKI_MAX_PIXELS``).
+        detections: the detection cache (default: the process-wide one).
         progress: called after each file.
     """
     reports: list[FileReport] = []
-    taken: set[str] = {"report"}
+    stems = unique_stems([name for name, _ in files])
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for done, (name, data) in enumerate(files, start=1):
+        for done, ((name, data), stem) in enumerate(zip(files, stems), start=1):
             start = time.perf_counter()
-            stem = _unique_stem(name, taken)
             try:
-                image = load_image(data, max_pixels=max_pixels).image
-                detection = detect(image, digest(data))
-                instances = detection.instances
-                if not len(instances):
-                    raise ValueError(
-                        "no character found: the classic segmenter needs a plain or gradient background "
-                        "(the anime model finds characters anywhere)"
-                    )
-                chosen = choose_by_rule(instances, rule)
-                cutout = render_cutout(image, instances, chosen, matte)
-                outputs = [f"{stem}_cutout.png"]
-                archive.writestr(outputs[0], cutout_png(cutout.foreground, cutout.alpha, trim=trim))
-                if layers:
-                    extra = {"detection": {"backend": detection.choice.name}}
-                    inner = layers_zip(image, instances, chosen, matte, source_name=name, extra=extra)
-                    with zipfile.ZipFile(io.BytesIO(inner)) as layer_zip:
-                        for member in layer_zip.namelist():
-                            target = f"{stem}_layers/{member}"
-                            archive.writestr(target, layer_zip.read(member))
-                            outputs.append(target)
-                message = f"{len(chosen)} of {len(instances)} character(s) cut out ({detection.choice.name})"
+                picture = Picture.from_bytes(data, name=name, max_pixels=max_pixels)
+                result = cut_out_picture(
+                    picture,
+                    stem=stem,
+                    settings=settings,
+                    matte=matte,
+                    select=rule,
+                    options=OutputOptions(trim=trim, layers=layers),
+                    detections=detections,
+                )
+                outputs = []
+                for file_name, file_bytes in result.files:
+                    if file_name.endswith("_layers.zip"):
+                        with zipfile.ZipFile(io.BytesIO(file_bytes)) as layer_zip:
+                            for member in layer_zip.namelist():
+                                target = f"{stem}_layers/{member}"
+                                archive.writestr(target, layer_zip.read(member))
+                                outputs.append(target)
+                    else:
+                        archive.writestr(file_name, file_bytes)
+                        outputs.append(file_name)
+                message = f"{result.chosen} of {result.found} character(s) cut out ({result.backend})"
+                if result.notes:
+                    message += ". Note: " + " ".join(result.notes)
                 reports.append(
-                    FileReport(name, True, len(chosen), message, time.perf_counter() - start, tuple(outputs))
+                    FileReport(name, True, result.chosen, message, time.perf_counter() - start, tuple(outputs),
+                               result.notes)
                 )
             except (ImageLoadError, ModelUnavailable, ValueError) as exc:
                 reports.append(FileReport(name, False, 0, str(exc), time.perf_counter() - start))

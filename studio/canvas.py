@@ -1,224 +1,347 @@
-"""From ``streamlit-drawable-canvas`` points to clicks on the picture.
+"""The click picture: a small Streamlit component that turns clicks into state, not events.
 
-The canvas shows the picture stretched onto ``canvas_size`` = ``(h, w)`` canvas
-pixels and returns what was drawn as fabric.js JSON in those canvas pixels
-(scene coordinates: the CSS zoom of the page does not change them). In
-``drawing_mode="point"`` every click is a ``circle`` object whose ``left``/``top``
-are measured at its origin corner, so the centre has to be recovered from the
-origin, radius, stroke width and scale before it is mapped onto the picture.
+The studio shows the picture (with the coloured, numbered characters drawn on it)
+inside its own component, with the Include / Exclude switch *in the same
+component*. Each click is recorded in the browser, at once, with
 
-The canvas has no right click, so whether a point includes or excludes a
-character is carried by the colour it was drawn with (:data:`INCLUDE_COLOR`,
-:data:`EXCLUDE_COLOR`): the drawing itself is the complete click history.
+* a unique id (``"<mount nonce>:<n>"``),
+* the picture pixel under it (the browser maps the pointer position through the
+  picture's displayed size, so the page zoom, the column width or a 390-px phone
+  never change which pixel a click lands on),
+* the mode the switch showed at that moment (no round trip to the server decides it).
 
-Nothing here imports Streamlit.
+The component's state is the append-only list of the clicks made since it was
+mounted; every update carries the whole list. The server appends a click to its
+history the first time it sees its id, so an update that arrives twice, late, or
+out of order changes nothing (see :func:`new_clicks`). The server sends back the
+clicks its history holds (``points``) and the ids it has seen (``seen``): the
+component draws the former, plus its own clicks the server has not seen yet.
+
+Why not a drawing canvas: a fabric.js canvas reloads its drawing whenever the
+server sends a different ``initial_drawing`` and sends the reloaded drawing back
+(a second update of every click, at slightly different coordinates), which wiped
+clicks made while a rerun was on its way; and its point colour (include or exclude)
+was only updated after a rerun, so a click right after switching the mode was drawn
+and applied in the old mode.
+
+The pure parts (:func:`parse_clicks`, :func:`new_clicks`, :func:`display_to_image`)
+import nothing from Streamlit; :func:`click_picture` does, lazily.
 """
 
 from __future__ import annotations
 
+import base64
 import math
-import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from inference.instances import Click
-
-#: Fill colour of include points (green) and exclude points (red) on the canvas.
-INCLUDE_COLOR = "#22c55e"
-EXCLUDE_COLOR = "#ef4444"
-#: Outline of every point, so it stays visible on any picture.
-POINT_STROKE_COLOR = "#ffffff"
-POINT_STROKE_WIDTH = 2
-POINT_RADIUS = 6
-
-# Where fabric's origin sits inside the object's bounding box, as a fraction of its size.
-_ORIGIN_FRACTION = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}
+#: Fill colour of include dots (green) and exclude dots (red).
+INCLUDE_COLOR = "#16a34a"
+EXCLUDE_COLOR = "#dc2626"
+#: Longest a click id may be (the browser makes ``"<nonce>:<n>"``, about 20 characters).
+MAX_ID_LENGTH = 64
+COMPONENT_NAME = "nukki.click_picture"
+MODES = ("include", "exclude")
 
 
 @dataclass(frozen=True)
-class CanvasPoint:
-    """One point drawn on the canvas: its centre in canvas pixels (floats) and its fill colour."""
+class PictureClick:
+    """One click as the component recorded it: id, picture pixel ``(x, y)``, mode."""
 
-    x: float
-    y: float
-    color: str | None
-
-
-def fit_canvas(image_size: tuple[int, int], *, max_width: int, max_height: int | None = None) -> tuple[int, int]:
-    """Canvas ``(h, w)`` that shows an ``(H, W)`` picture whole, aspect kept, never enlarged.
-
-    Args:
-        image_size: ``(H, W)`` of the picture, both > 0.
-        max_width: widest canvas allowed, > 0.
-        max_height: tallest canvas allowed (``None``: no limit).
-    """
-    height, width = image_size
-    if height <= 0 or width <= 0 or max_width <= 0 or (max_height is not None and max_height <= 0):
-        raise ValueError(f"expected positive sizes, got image {image_size}, max {max_width}x{max_height}")
-    scale = min(1.0, max_width / width)
-    if max_height is not None:
-        scale = min(scale, max_height / height)
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    id: str
+    x: int
+    y: int
+    include: bool
 
 
-def _number(value: object, default: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default
-    value = float(value)
-    return value if math.isfinite(value) else default
-
-
-def point_centre(obj: dict) -> tuple[float, float] | None:
-    """Centre ``(x, y)`` in canvas pixels of a fabric ``circle`` object, ``None`` for anything else.
-
-    Fabric's bounding box of a circle is ``2 * radius + strokeWidth`` wide (the
-    stroke scales with the object unless ``strokeUniform``); ``left``/``top`` is
-    the point of that box named by ``originX``/``originY``. Rotation is ignored
-    (points are never rotated).
-    """
-    if not isinstance(obj, dict) or obj.get("type") not in ("circle", "Circle"):
-        return None
-    left = _number(obj.get("left"), math.nan)
-    top = _number(obj.get("top"), math.nan)
-    if math.isnan(left) or math.isnan(top):
-        return None
-    radius = max(0.0, _number(obj.get("radius"), 0.0))
-    stroke = max(0.0, _number(obj.get("strokeWidth"), 0.0))
-    scale_x = _number(obj.get("scaleX"), 1.0)
-    scale_y = _number(obj.get("scaleY"), 1.0)
-    if obj.get("strokeUniform"):
-        box_w, box_h = 2 * radius * scale_x + stroke, 2 * radius * scale_y + stroke
-    else:
-        box_w, box_h = (2 * radius + stroke) * scale_x, (2 * radius + stroke) * scale_y
-    fx = _ORIGIN_FRACTION.get(str(obj.get("originX", "left")), 0.0)
-    fy = _ORIGIN_FRACTION.get(str(obj.get("originY", "top")), 0.0)
-    return left + (0.5 - fx) * box_w, top + (0.5 - fy) * box_h
-
-
-def canvas_points(json_data: dict | None) -> list[CanvasPoint]:
-    """Every point drawn on the canvas, in drawing order (non-point objects are skipped)."""
-    if not isinstance(json_data, dict):
-        return []
-    objects = json_data.get("objects")
-    if not isinstance(objects, list):
-        return []
-    points = []
-    for obj in objects:
-        centre = point_centre(obj)
-        if centre is not None:
-            fill = obj.get("fill")
-            points.append(CanvasPoint(centre[0], centre[1], fill if isinstance(fill, str) else None))
-    return points
-
-
-def canvas_to_image(
-    x: float, y: float, *, canvas_size: tuple[int, int], image_size: tuple[int, int]
+def display_to_image(
+    x: float, y: float, *, display_size: tuple[float, float], image_size: tuple[int, int]
 ) -> tuple[int, int]:
-    """The picture pixel ``(col, row)`` under canvas point ``(x, y)``.
+    """The picture pixel ``(col, row)`` under point ``(x, y)`` of a picture shown at ``display_size``.
 
-    The picture is stretched over the whole canvas, so canvas pixel ``[0, w)``
-    covers picture columns ``[0, W)`` with scale ``W / w`` (rows likewise).
-    The result is floored to the pixel containing the point and clipped into the
-    picture, so a click on the last canvas pixel's far edge still lands on it.
+    ``display_size`` = ``(h, w)`` in CSS pixels (any positive floats),
+    ``image_size`` = ``(H, W)``. The picture is stretched over the whole display
+    box, so display ``[0, w)`` covers columns ``[0, W)``; the result is floored and
+    clipped into the picture (the far edge still lands on the last pixel). The
+    component's JavaScript does exactly this; the function documents and tests it.
     """
-    canvas_h, canvas_w = canvas_size
+    disp_h, disp_w = display_size
     height, width = image_size
-    if canvas_h <= 0 or canvas_w <= 0 or height <= 0 or width <= 0:
-        raise ValueError(f"expected positive sizes, got canvas {canvas_size} and image {image_size}")
-    col = math.floor(x * width / canvas_w)
-    row = math.floor(y * height / canvas_h)
+    if not (disp_h > 0 and disp_w > 0 and height > 0 and width > 0):
+        raise ValueError(f"expected positive sizes, got display {display_size} and image {image_size}")
+    col = math.floor(x * width / disp_w)
+    row = math.floor(y * height / disp_h)
     return min(max(col, 0), width - 1), min(max(row, 0), height - 1)
 
 
-def _parse_color(color: str | None) -> tuple[int, int, int] | None:
-    if not color:
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    text = color.strip().lower()
-    match = re.fullmatch(r"#([0-9a-f]{3}|[0-9a-f]{6}|[0-9a-f]{8})", text)
-    if match:
-        digits = match.group(1)
-        if len(digits) == 3:
-            digits = "".join(c * 2 for c in digits)
-        return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
-    match = re.fullmatch(r"rgba?\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*(?:,\s*[\d.]+\s*)?\)", text)
-    if match:
-        return tuple(min(255, round(float(v))) for v in match.groups())  # type: ignore[return-value]
-    return None
+    if not math.isfinite(value):
+        return None
+    return int(value)
 
 
-def is_include_color(color: str | None, *, default: bool = True) -> bool:
-    """Whether a point of this fill colour is an include click (nearest of the two colours).
+def parse_clicks(value: object, *, image_size: tuple[int, int]) -> list[PictureClick]:
+    """The clicks in the component's state value, in the order they were made.
 
-    Colours that cannot be read give ``default``.
+    ``value`` is what Streamlit keeps for the component (a mapping with a
+    ``"clicks"`` list of ``[id, x, y, include]``) or anything else (``[]``).
+    Entries that are malformed or outside the ``(H, W)`` picture are skipped: the
+    browser is not trusted to send only what the JavaScript would.
     """
-    rgb = _parse_color(color)
-    if rgb is None:
-        return default
-    inc, exc = _parse_color(INCLUDE_COLOR), _parse_color(EXCLUDE_COLOR)
-    d_inc = sum((a - b) ** 2 for a, b in zip(rgb, inc))  # type: ignore[arg-type]
-    d_exc = sum((a - b) ** 2 for a, b in zip(rgb, exc))  # type: ignore[arg-type]
-    return d_inc <= d_exc
+    clicks_value = value.get("clicks") if hasattr(value, "get") and not isinstance(value, str) else None
+    if not isinstance(clicks_value, (list, tuple)):
+        return []
+    height, width = image_size
+    out = []
+    for entry in clicks_value:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 4:
+            continue
+        click_id, x, y, include = entry
+        x, y = _as_int(x), _as_int(y)
+        if not isinstance(click_id, str) or not 0 < len(click_id) <= MAX_ID_LENGTH or x is None or y is None:
+            continue
+        if not isinstance(include, bool) or not (0 <= x < width and 0 <= y < height):
+            continue
+        out.append(PictureClick(click_id, x, y, include))
+    return out
 
 
-def clicks_from_canvas(
-    json_data: dict | None,
+def new_clicks(clicks: Iterable[PictureClick], seen: set[str]) -> list[PictureClick]:
+    """The clicks whose id is not in ``seen``, in order, each once (duplicates in ``clicks`` too).
+
+    This is what makes component updates idempotent: the same update twice, or an
+    older list arriving after a newer one, gives nothing new the second time.
+    """
+    out, fresh = [], set()
+    for click in clicks:
+        if click.id in seen or click.id in fresh:
+            continue
+        fresh.add(click.id)
+        out.append(click)
+    return out
+
+
+def jpeg_data_url(jpeg: bytes) -> str:
+    """A ``data:`` URL of JPEG bytes (what the component shows; no media file to go missing)."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+# ---------------------------------------------------------------------------- the component
+_HTML = '<div class="nk-root"></div>'
+
+_CSS = """
+.nk-root { font-family: var(--st-font, sans-serif); color: var(--st-text-color, #31333f); }
+.nk-modes { display: inline-flex; gap: 0; margin: 0 0 0.5rem 0; border: 1px solid #c9ccd3; border-radius: 0.5rem;
+            overflow: hidden; }
+.nk-modes button { font: inherit; font-size: 0.95rem; padding: 0.35rem 0.9rem; border: 0; cursor: pointer;
+                   background: #fff; color: inherit; display: inline-flex; align-items: center; gap: 0.4rem; }
+.nk-modes button + button { border-left: 1px solid #c9ccd3; }
+.nk-modes button[aria-checked="true"] { background: #31333f; color: #fff; }
+.nk-modes button:focus-visible { outline: 2px solid #e0487a; outline-offset: -2px; }
+.nk-sign { display: inline-block; width: 0.9rem; height: 0.9rem; border-radius: 50%; border: 2px solid #fff;
+           box-shadow: 0 0 0 1px #888; }
+.nk-help { font-size: 0.85rem; opacity: 0.75; margin-left: 0.6rem; }
+.nk-stage { position: relative; display: block; width: 100%; line-height: 0; cursor: crosshair;
+            user-select: none; -webkit-user-select: none; touch-action: manipulation; }
+.nk-stage img { display: block; width: 100%; height: auto; border-radius: 4px; pointer-events: none; }
+.nk-dot { position: absolute; width: 12px; height: 12px; margin: -8px 0 0 -8px; border-radius: 50%;
+          border: 2px solid #fff; box-shadow: 0 0 0 1px rgba(0,0,0,0.6); pointer-events: none; }
+.nk-dot[data-pending="true"] { opacity: 0.6; }
+"""
+
+_JS = r"""
+const STATES = new WeakMap();
+
+function nonce() {
+  const a = new Uint32Array(2);
+  (globalThis.crypto || window.crypto).getRandomValues(a);
+  return a[0].toString(36) + a[1].toString(36);
+}
+
+function create(parent) {
+  const root = parent.querySelector(".nk-root");
+  const modes = document.createElement("div");
+  modes.className = "nk-modes";
+  modes.setAttribute("role", "radiogroup");
+  modes.setAttribute("aria-label", "What a click on the picture does");
+  const buttons = {};
+  for (const [mode, label, colour] of [["include", "Include", "__INC__"], ["exclude", "Exclude", "__EXC__"]]) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.setAttribute("role", "radio");
+    b.dataset.mode = mode;
+    const sign = document.createElement("span");
+    sign.className = "nk-sign";
+    sign.style.background = colour;
+    sign.setAttribute("aria-hidden", "true");
+    b.append(sign, document.createTextNode(label));
+    modes.appendChild(b);
+    buttons[mode] = b;
+  }
+  const help = document.createElement("span");
+  help.className = "nk-help";
+  const stage = document.createElement("div");
+  stage.className = "nk-stage";
+  const img = document.createElement("img");
+  img.draggable = false;
+  stage.appendChild(img);
+  const bar = document.createElement("div");
+  bar.append(modes, help);
+  root.append(bar, stage);
+  const s = { root, stage, img, help, buttons, dots: [], log: [], n: 0, nonce: nonce(), mode: null,
+              data: null, setStateValue: () => {}, imageUrl: null };
+  const setMode = (mode) => {
+    s.mode = mode;
+    for (const [m, b] of Object.entries(buttons)) b.setAttribute("aria-checked", String(m === mode));
+    s.root.dataset.mode = mode;
+  };
+  s.setMode = setMode;
+  for (const [mode, b] of Object.entries(buttons)) {
+    b.addEventListener("click", () => { setMode(mode); s.setStateValue("mode", mode); });
+  }
+  modes.addEventListener("keydown", (e) => {
+    if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
+      const next = s.mode === "include" ? "exclude" : "include";
+      setMode(next); s.setStateValue("mode", next); buttons[next].focus(); e.preventDefault();
+    }
+  });
+  // Pointer events carry sub-pixel positions (a click event's are whole CSS pixels, which on a
+  // shrunk picture is off by a picture pixel or two): the position comes from the pointerdown.
+  let down = null;
+  stage.addEventListener("pointerdown", (e) => { down = { x: e.clientX, y: e.clientY }; });
+  stage.addEventListener("click", (e) => {
+    const d = s.data;
+    if (!d || d.disabled) return;
+    const rect = img.getBoundingClientRect();
+    if (rect.width <= 0 || rect.height <= 0) return;
+    const at = down && Math.abs(down.x - e.clientX) < 2 && Math.abs(down.y - e.clientY) < 2 ? down : { x: e.clientX, y: e.clientY };
+    down = null;
+    const W = d.width, H = d.height;
+    const x = Math.min(W - 1, Math.max(0, Math.floor((at.x - rect.left) * W / rect.width)));
+    const y = Math.min(H - 1, Math.max(0, Math.floor((at.y - rect.top) * H / rect.height)));
+    s.n += 1;
+    s.log.push([s.nonce + ":" + s.n, x, y, s.mode !== "exclude"]);
+    draw(s);
+    s.setStateValue("clicks", s.log.slice());
+  });
+  return s;
+}
+
+function draw(s) {
+  const d = s.data;
+  if (!d) return;
+  const seen = new Set(d.seen || []);
+  const shown = (d.points || []).map((p) => [p, false]);
+  for (const p of s.log) if (!seen.has(p[0])) shown.push([p, true]);
+  while (s.dots.length > shown.length) s.dots.pop().remove();
+  while (s.dots.length < shown.length) {
+    const dot = document.createElement("div");
+    dot.className = "nk-dot";
+    s.stage.appendChild(dot);
+    s.dots.push(dot);
+  }
+  shown.forEach(([p, pending], i) => {
+    const dot = s.dots[i];
+    dot.style.left = ((p[1] + 0.5) * 100 / d.width) + "%";
+    dot.style.top = ((p[2] + 0.5) * 100 / d.height) + "%";
+    dot.style.background = p[3] ? "__INC__" : "__EXC__";
+    dot.dataset.pending = String(pending);
+    dot.dataset.x = String(p[1]);
+    dot.dataset.y = String(p[2]);
+    dot.dataset.include = String(p[3]);
+  });
+  const pending = shown.filter(([, q]) => q).length;
+  s.root.dataset.pending = String(pending);
+  s.root.dataset.points = String((d.points || []).length);
+  s.root.dataset.steps = String(d.steps ?? 0);
+}
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  let s = STATES.get(parentElement);
+  if (!s) {
+    s = create(parentElement);
+    STATES.set(parentElement, s);
+    s.setMode(data.mode === "exclude" ? "exclude" : "include");
+  }
+  s.setStateValue = setStateValue;
+  s.data = data;
+  if (data.image !== s.imageUrl) { s.imageUrl = data.image; s.img.src = data.image; }
+  s.img.alt = data.alt || "";
+  s.stage.style.maxWidth = data.maxWidth ? data.maxWidth + "px" : "";
+  s.help.textContent = data.help || "";
+  s.root.dataset.ready = "true";
+  draw(s);
+  return () => { STATES.delete(parentElement); };
+}
+""".replace("__INC__", INCLUDE_COLOR).replace("__EXC__", EXCLUDE_COLOR)
+
+_component = None
+
+
+def _mount() -> Callable:
+    global _component
+    if _component is None:
+        import streamlit as st
+
+        _component = st.components.v2.component(COMPONENT_NAME, html=_HTML, css=_CSS, js=_JS, isolate_styles=True)
+    return _component
+
+
+def click_picture(
     *,
-    canvas_size: tuple[int, int],
+    key: str,
+    image_url: str,
     image_size: tuple[int, int],
-) -> list[Click]:
-    """The canvas drawing as clicks on the picture, in drawing order.
+    points: Sequence[PictureClick],
+    seen: Iterable[str],
+    steps: int,
+    mode: str,
+    alt: str,
+    help_text: str = "",
+    max_width: int | None = None,
+    on_change: Callable[[], None] | None = None,
+) -> None:
+    """Draw the click picture (Streamlit). The clicks come back through ``st.session_state[key]``.
 
     Args:
-        json_data: ``CanvasResult.json_data`` (``{"objects": [...]}``) or ``None``.
-        canvas_size: ``(h, w)`` the canvas was created with.
-        image_size: ``(H, W)`` of the picture shown on it.
+        key: the component's key; a new key is a new, empty component (a new picture).
+        image_url: what to show (:func:`jpeg_data_url` of the overlay, any size: it is
+            stretched to the picture's aspect ratio and the column's width).
+        image_size: ``(H, W)`` of the picture the clicks are measured on.
+        points: the clicks the history holds now (drawn as dots).
+        seen: every click id the server has taken in (the component stops drawing its
+            own pending dot for those).
+        steps: the number of steps in the history (exposed for tests as ``data-steps``).
+        mode: ``"include"`` or ``"exclude"``: the switch's position when the component mounts.
+        alt: text alternative of the picture.
+        max_width: widest the picture is shown, in CSS pixels (``None``: the column's width).
+        on_change: called (before the rerun) when the component sends new state.
     """
-    clicks = []
-    for point in canvas_points(json_data):
-        col, row = canvas_to_image(point.x, point.y, canvas_size=canvas_size, image_size=image_size)
-        clicks.append(Click(col, row, is_include_color(point.color)))
-    return clicks
-
-
-def point_object(
-    x: float,
-    y: float,
-    *,
-    include: bool = True,
-    radius: int = POINT_RADIUS,
-    stroke_width: int = POINT_STROKE_WIDTH,
-) -> dict:
-    """A fabric circle exactly as the canvas draws a click at canvas ``(x, y)``.
-
-    Used to rebuild a drawing (undo) and by tests to simulate clicks.
-    """
-    return {
-        "type": "circle",
-        "left": x - (radius + stroke_width / 2),
-        "top": y,
-        "originX": "left",
-        "originY": "center",
-        "radius": radius,
-        "strokeWidth": stroke_width,
-        "stroke": POINT_STROKE_COLOR,
-        "fill": INCLUDE_COLOR if include else EXCLUDE_COLOR,
-        "scaleX": 1,
-        "scaleY": 1,
-        "angle": 0,
-        "selectable": False,
-        "evented": False,
-    }
-
-
-def image_to_canvas(
-    col: int, row: int, *, canvas_size: tuple[int, int], image_size: tuple[int, int]
-) -> tuple[float, float]:
-    """Canvas point at the centre of picture pixel ``(col, row)``: the inverse of :func:`canvas_to_image`."""
-    canvas_h, canvas_w = canvas_size
+    if mode not in MODES:
+        raise ValueError(f"expected mode in {MODES}, got {mode!r}")
     height, width = image_size
-    return (col + 0.5) * canvas_w / width, (row + 0.5) * canvas_h / height
-
-
-def drawing_of(objects: Iterable[dict]) -> dict:
-    """A canvas ``initial_drawing`` holding these objects."""
-    return {"objects": [dict(o) for o in objects]}
+    data = {
+        "image": image_url,
+        "width": int(width),
+        "height": int(height),
+        "points": [[p.id, p.x, p.y, p.include] for p in points],
+        "seen": sorted(seen),
+        "steps": int(steps),
+        "mode": mode,
+        "alt": alt,
+        "help": help_text,
+        "maxWidth": max_width,
+    }
+    callback = on_change or (lambda: None)
+    _mount()(
+        data=data,
+        key=key,
+        default={"clicks": [], "mode": mode},
+        on_clicks_change=callback,
+        on_mode_change=lambda: None,
+        width="stretch",
+        height="content",
+    )

@@ -56,8 +56,8 @@ def detection_controls(options: ModelOptions) -> DetectionSettings:
         disabled=not options.anime_available,
         help="Finds characters on any background. Off: the classic segmenter (no weights needed).",
     )
-    if not options.anime_available:
-        st.caption(f"Unavailable: {options.anime_reason}")
+    if not options.anime_available and options.anime_reason:
+        st.caption(options.anime_reason)
     anime_on = bool(st.session_state[DET_ANIME])
     st.checkbox("Flip TTA", key=DET_TTA, disabled=not anime_on, help=options.tta_reason)
     if not anime_on:
@@ -85,7 +85,6 @@ MATTE_KEYS = {
     "feather": "keep.matte.feather",
     "decontaminate": "keep.matte.decontaminate",
 }
-FAST_PREVIEW = "keep.matte.fast_preview"
 
 _EPS_STEPS = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 _AREA_STEPS = [0, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
@@ -102,10 +101,6 @@ def matte_settings() -> MatteSettings:
     return dataclasses.replace(defaults, **values, fast=False)
 
 
-def fast_preview() -> bool:
-    return bool(get(FAST_PREVIEW, True))
-
-
 def _reset_matte() -> None:
     defaults = MatteSettings()
     for field, key in MATTE_KEYS.items():
@@ -113,11 +108,10 @@ def _reset_matte() -> None:
 
 
 def matte_controls() -> MatteSettings:
-    """The expert matte sliders. Returns the full-quality settings (see :func:`fast_preview`)."""
+    """The expert matte sliders; returns the settings (the preview and the downloads use the same)."""
     defaults = MatteSettings()
     for field, key in MATTE_KEYS.items():
         default(key, getattr(defaults, field))
-    default(FAST_PREVIEW, True)
     left, right = st.columns(2)
     with left:
         st.slider(
@@ -147,12 +141,8 @@ def matte_controls() -> MatteSettings:
             key=MATTE_KEYS["max_hole_area"], help="Enclosed background holes with fewer pixels are filled.",
         )
         st.checkbox(
-            "Decontaminate edge colours", key=MATTE_KEYS["decontaminate"],
+            "Clean edge colours", key=MATTE_KEYS["decontaminate"],
             help="Re-estimates the colour of half-transparent edge pixels so the old background does not halo.",
-        )
-        st.checkbox(
-            "Fast preview", key=FAST_PREVIEW,
-            help="Previews with the subsampled guided filter. Downloads always use full quality.",
         )
         st.button("Matte defaults", on_click=_reset_matte, help="Put every matte slider back to its default.")
     return matte_settings()
@@ -175,7 +165,7 @@ def _background_upload(ws: Workspace) -> None:
     if upload is not None and upload.file_id != ws.seen_background_upload:
         ws.seen_background_upload = upload.file_id
         try:
-            picture = decode_picture(upload.name, upload.getvalue(), source="upload", max_pixels=limits.max_pixels())
+            picture = decode_picture(upload.name, upload.getvalue(), max_pixels=limits.max_pixels())
         except ImageLoadError as exc:
             ws.background_error = f"{upload.name}: {exc}"
         else:

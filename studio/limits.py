@@ -1,34 +1,23 @@
 """How big an upload may be, and why.
 
-Two limits guard the studio, and both are explained in ``.streamlit/config.toml``:
+Two limits guard the studio:
 
 * **File size**: ``server.maxUploadSize`` in ``.streamlit/config.toml`` (megabytes).
   Streamlit's uploader refuses bigger files in the browser, before they reach Python.
-* **Pixels**: :data:`MAX_PIXELS` below (Streamlit has no such option, and an unknown
-  key in ``config.toml`` only earns a warning on every start). A small file can
-  still decode to a huge picture (a PNG of one flat colour compresses 1000:1), and
-  every decoded megapixel costs about 40 MB while a cutout is worked on (RGB,
-  float32 masks, guided-filter planes, the preview). 24 MP (6000 x 4000) keeps one
-  session under about 1 GB. ``NUKKI_MAX_PIXELS`` overrides it (e.g. for a big machine).
+* **Pixels**: the engine's one pixel limit, :func:`inference.image_io.pixel_limit`
+  (24 MP, ``NUKKI_MAX_PIXELS`` overrides it), the same for the command line, the
+  batch page and the API. Streamlit has no such option, and a small file can still
+  decode to a huge picture.
 """
 
 from __future__ import annotations
 
-import os
-
-#: Default pixel limit (width x height) of pictures opened in the studio.
-DEFAULT_MAX_PIXELS = 24_000_000
+from inference.image_io import pixel_limit
 
 
 def max_pixels() -> int:
-    """The pixel limit: ``$NUKKI_MAX_PIXELS`` when set to a positive integer, else :data:`DEFAULT_MAX_PIXELS`."""
-    raw = os.environ.get("NUKKI_MAX_PIXELS", "").strip().replace("_", "")
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw)
-    return DEFAULT_MAX_PIXELS
-
-
-MAX_PIXELS = max_pixels()
+    """The pixel limit in force (:func:`inference.image_io.pixel_limit`, read on every call)."""
+    return pixel_limit()
 
 
 def describe_limits(max_upload_mb: int | float) -> str:

@@ -1,6 +1,6 @@
 """Download one weight file while reporting its progress.
 
-:func:`inference.weights.download_weight` prints lines but has no progress
+:func:`inference.weight_install.download_weight` prints lines but has no progress
 callback, so it runs in a worker thread while this module watches the bytes
 arriving on disk (Hugging Face writes ``*.incomplete`` files under the target
 folder's ``.cache/huggingface/download/``) and calls ``progress`` twice a second.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference import weights
+from inference import registry, weight_install, weights
 
 #: ``(fraction in [0, 1], text)``.
 Progress = Callable[[float, str], None]
@@ -24,12 +24,15 @@ Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class DownloadOutcome:
+    """How a download ended: ``ok``, one message for the page, and the command's printed log."""
+
     ok: bool
     message: str
     log: str
 
 
 def _bytes_on_disk(folder: Path, target: Path) -> int:
+    """Bytes downloaded so far: the hub's ``*.incomplete`` files under ``folder``, or the finished file."""
     total = 0
     cache = folder / ".cache" / "huggingface" / "download"
     if cache.is_dir():
@@ -40,19 +43,20 @@ def _bytes_on_disk(folder: Path, target: Path) -> int:
 
 
 def offline_message(key: str, reason: str) -> str:
+    """What the page says when the hub cannot be used: the reason and the manual (git-lfs) way."""
     return (
         f"Could not download {key}: {reason}. This machine may be offline or unable to reach "
         f"huggingface.co. The studio keeps working with the classic segmenter. To install the weights "
-        f"by hand: {weights.manual_install_command([key])}"
+        f"by hand: {weight_install.manual_install_command([key])}"
     )
 
 
 def download_with_progress(key: str, progress: Progress, *, poll_s: float = 0.5) -> DownloadOutcome:
     """Fetch, verify and record the weight ``key``; never raises for network trouble."""
-    spec = weights.weight_spec(key)
+    spec = registry.model_spec(key)
     try:
-        remote = weights.fetch_remote_file(spec)
-    except weights.DownloadError as exc:
+        remote = weight_install.fetch_remote_file(spec)
+    except weight_install.DownloadError as exc:
         return DownloadOutcome(False, offline_message(key, str(exc)), "")
     target = weights.weight_path(key)
     log = io.StringIO()
@@ -60,8 +64,8 @@ def download_with_progress(key: str, progress: Progress, *, poll_s: float = 0.5)
 
     def work() -> None:
         try:
-            weights.download_weight(key, out=log)
-        except BaseException as exc:  # reported to the page below
+            weight_install.download_weight(key, out=log)
+        except BaseException as exc:  # noqa: BLE001 - reported to the page below
             failure.append(exc)
 
     worker = threading.Thread(target=work, name=f"nukki-download-{key}", daemon=True)
@@ -74,7 +78,7 @@ def download_with_progress(key: str, progress: Progress, *, poll_s: float = 0.5)
         worker.join(poll_s)
     if failure:
         exc = failure[0]
-        if isinstance(exc, weights.DownloadError):
+        if isinstance(exc, weight_install.DownloadError):
             return DownloadOutcome(False, offline_message(key, str(exc)), log.getvalue())
         return DownloadOutcome(False, f"Could not download {key}: {type(exc).__name__}: {exc}", log.getvalue())
     progress(1.0, f"{key}: {total_mb:.1f} MB, verified")

@@ -1,9 +1,15 @@
-"""One session's work on the Cutout page: the picture, its detection, the choice of characters.
+"""One session's work on the Cutout page: the picture, its cutout session, the step history.
 
 A :class:`Workspace` lives in that session's ``st.session_state`` (see
 :mod:`studio.session`), so two people never share one. It only changes when a
 picture decodes, a detection finishes, or the person acts; a bad upload never
 touches it, so the last good picture and its selection survive it.
+
+The selection is never stored: the workspace holds the ordered steps (clicks with
+the mode shown when each was made, checkbox toggles, select all / none) and hands
+them to the engine's :class:`~inference.session.CutoutSession` on every rerun
+(:meth:`Workspace.sync`), which replays them (only what changed). A new picture or
+a new detection starts a new, empty history and a new click component.
 
 Nothing here imports Streamlit.
 """
@@ -15,52 +21,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.image_io import LoadedImage, load_image
-from inference.instances import Click
-from inference.pipeline import Cutout, Detection, image_digest
-from studio.canvas import drawing_of, fit_canvas, image_to_canvas, point_object
-from studio.selection import SelectionHistory
+from inference.composite import Background
+from inference.matte import MatteSettings
+from inference.picture import Picture
+from inference.session import ClickStep, CutoutSession, SetAllStep, Step, ToggleStep
+from studio.canvas import PictureClick
 
-#: Canvas widths a person can choose (canvas pixels; clicks map back exactly at any size).
-CANVAS_WIDTHS = (400, 480, 560, 640, 720, 840, 960)
-#: Default canvas width: fits the left column of a 1366-px-wide window.
-CANVAS_DEFAULT_WIDTH = 480
-#: Tallest canvas, so portrait pictures fit on a laptop screen.
-CANVAS_MAX_HEIGHT = 720
-#: Cutouts remembered per session (preview and full quality of the current choice).
+#: Cutouts remembered per session (previews of recent choices and settings).
 CUTOUT_MEMORY = 4
+#: Longest side of the picture shown on the click component (CSS scales it to the column).
+CLICK_PICTURE_LONG_SIDE = 1024
 
 
-@dataclass(frozen=True, eq=False)
-class Picture:
-    """A decoded picture and where it came from."""
-
-    name: str
-    digest: str
-    image: np.ndarray
-    file_alpha: np.ndarray | None
-    format: str
-    source: str  # "upload" or "sample"
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.image.shape[0], self.image.shape[1]
-
-    @property
-    def stem(self) -> str:
-        stem = self.name.rsplit("/", 1)[-1].rsplit(".", 1)[0].strip()
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
-        return safe or "picture"
-
-
-def decode_picture(name: str, data: bytes, *, source: str, max_pixels: int) -> Picture:
+def decode_picture(name: str, data: bytes, *, max_pixels: int | None = None) -> Picture:
     """Decode uploaded or bundled bytes.
 
     Raises:
         ImageLoadError: not a picture Nukki can use (the message says why).
     """
-    loaded: LoadedImage = load_image(data, max_pixels=max_pixels)
-    return Picture(name, image_digest(data), loaded.image, loaded.alpha, loaded.format, source)
+    return Picture.from_bytes(data, name=name, max_pixels=max_pixels)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One step of the history; clicks carry the id the click component gave them."""
+
+    step: Step
+    click_id: str | None = None
 
 
 @dataclass
@@ -68,97 +55,146 @@ class Workspace:
     """Everything the Cutout page remembers for one session."""
 
     picture: Picture | None = None
+    #: "upload" or "sample".
+    source: str = ""
+    #: The engine's session for the picture and the detection settings in :attr:`detection_key`.
+    cut: CutoutSession | None = None
     detection_key: tuple | None = None
-    detection: Detection | None = None
     #: Wall time the last detection call took here (short when the cache answered).
     detection_wall_s: float = 0.0
-    selection: SelectionHistory | None = None
-    #: Bumped whenever the canvas must be rebuilt from :attr:`canvas_seed` (new picture, undo, reset).
-    canvas_generation: int = 0
-    #: The canvas's ``initial_drawing``: kept equal to the clicks made, so a canvas that
-    #: the browser re-mounts (page switch, elements shifting above it) shows them all.
-    canvas_seed: dict = field(default_factory=lambda: {"objects": []})
-    #: Widest the canvas may be (the picture is never enlarged beyond its own size).
-    canvas_width: int = CANVAS_DEFAULT_WIDTH
+    #: Bumped for every new picture or detection: names the click component (a new one is empty).
+    generation: int = 0
+    #: The ordered history of this picture's detection.
+    entries: list[Entry] = field(default_factory=list)
+    #: Every click id taken in from the current click component (undone ones too).
+    seen_clicks: set[str] = field(default_factory=set)
+    #: Checkbox keys whose change became a toggle step (each counts once).
+    seen_toggles: set[str] = field(default_factory=set)
+    #: Steps dropped because the engine refused them (e.g. a checkbox of a character gone).
+    dropped_steps: int = 0
     #: The last upload handled (its file id), so one upload is decoded once.
     seen_upload: str | None = None
-    #: Why the last upload was refused; shown until the next picture loads.
+    #: Why the last upload was refused; shown until the next picture loads or upload.
     load_error: str | None = None
     #: A picture the person uploaded as a background (name, RGB) and the upload's id.
     background_picture: tuple[str, np.ndarray] | None = None
     seen_background_upload: str | None = None
     background_error: str | None = None
-    _cutouts: OrderedDict = field(default_factory=OrderedDict)
+    #: The matte and background the preview shows now: what a download button press exports.
+    export_matte: MatteSettings = field(default_factory=MatteSettings)
+    export_background: Background = field(default_factory=Background)
+    _previews: OrderedDict = field(default_factory=OrderedDict)
     _overlay: tuple | None = None
 
     # ------------------------------------------------------------------ picture
-    def set_picture(self, picture: Picture) -> None:
-        """A new good picture: forget the old detection, clicks and errors."""
+    def set_picture(self, picture: Picture, source: str) -> None:
+        """A new good picture: forget the old detection, history and errors."""
         self.picture = picture
+        self.source = source
+        self.cut = None
         self.detection_key = None
-        self.detection = None
-        self.selection = None
         self.load_error = None
-        self._cutouts.clear()
-        self._overlay = None
-        self.canvas_seed = {"objects": []}
-        self.canvas_generation += 1
+        self._fresh_history()
 
-    def set_detection(self, key: tuple, detection: Detection) -> None:
-        """A finished detection for the current picture: every character chosen, no clicks."""
+    def set_session(self, key: tuple, cut: CutoutSession) -> None:
+        """A cutout session whose detection has finished: every character chosen, no steps."""
         self.detection_key = key
-        self.detection = detection
-        self.selection = SelectionHistory(detection.instances)
-        self._cutouts.clear()
+        self.cut = cut
+        self._fresh_history()
+
+    def _fresh_history(self) -> None:
+        self.entries = []
+        self.seen_clicks = set()
+        self.seen_toggles = set()
+        self._previews.clear()
         self._overlay = None
-        self.canvas_seed = {"objects": []}
-        self.canvas_generation += 1
+        self.generation += 1
 
-    # ------------------------------------------------------------------ canvas
+    # ------------------------------------------------------------------ history
     @property
-    def canvas_key(self) -> str:
-        digest = self.picture.digest[:12] if self.picture else "none"
-        height, width = self.canvas_size if self.picture else (0, 0)
-        return f"canvas.{digest}.{width}x{height}.{self.canvas_generation}"
+    def click_key(self) -> str:
+        """Key of the click component for this picture and detection."""
+        return f"clicks.{self.generation}"
 
-    @property
-    def canvas_size(self) -> tuple[int, int]:
-        """``(h, w)`` of the canvas the picture is shown on."""
-        if self.picture is None:
-            raise ValueError("expected a picture, got none")
-        return fit_canvas(self.picture.size, max_width=self.canvas_width, max_height=CANVAS_MAX_HEIGHT)
-
-    def current_drawing(self) -> dict:
-        """The canvas drawing of exactly the clicks the selection holds, one point per click
-        at the centre of its picture pixel (so it maps back to the same clicks)."""
-        clicks: list[Click] = self.selection.clicks if self.selection else []
-        objects = []
+    def take_clicks(self, clicks: list[PictureClick]) -> int:
+        """Append the clicks not seen before as steps (idempotent); returns how many were new."""
+        added = 0
         for click in clicks:
-            x, y = image_to_canvas(click.x, click.y, canvas_size=self.canvas_size, image_size=self.picture.size)
-            objects.append(point_object(x, y, include=click.include))
-        return drawing_of(objects)
+            if click.id in self.seen_clicks:
+                continue
+            self.seen_clicks.add(click.id)
+            self.entries.append(Entry(ClickStep(click.x, click.y, click.include), click.id))
+            added += 1
+        return added
 
-    def rebuild_canvas(self) -> None:
-        """Start a fresh canvas holding exactly the selection's clicks (after undo/reset)."""
-        self.canvas_seed = self.current_drawing()
-        self.canvas_generation += 1
+    def toggle(self, index: int, value: bool) -> None:
+        self.entries.append(Entry(ToggleStep(index, value)))
+
+    def set_all(self, value: bool) -> None:
+        self.entries.append(Entry(SetAllStep(value)))
+
+    def undo(self) -> bool:
+        if not self.entries:
+            return False
+        self.entries.pop()
+        return True
+
+    def reset(self) -> None:
+        self.entries.clear()
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(e.step for e in self.entries)
+
+    @property
+    def points(self) -> list[PictureClick]:
+        """The clicks in the history, as the click component draws them."""
+        return [
+            PictureClick(e.click_id or f"step{i}", e.step.x, e.step.y, e.step.include)
+            for i, e in enumerate(self.entries)
+            if isinstance(e.step, ClickStep)
+        ]
+
+    def sync(self) -> CutoutSession:
+        """The cutout session with exactly this history replayed (idempotent, cheap when unchanged).
+
+        A step the engine refuses (a checkbox of a character that no longer exists) is
+        dropped from the history rather than breaking the page.
+        """
+        if self.cut is None:
+            raise ValueError("expected a detected picture, got none")
+        while True:
+            try:
+                self.cut.set_steps(self.steps)
+                return self.cut
+            except ValueError:
+                # Find the first step the engine refuses and drop it.
+                for count in range(len(self.entries) + 1):
+                    try:
+                        self.cut.set_steps(self.steps[:count])
+                    except ValueError:
+                        del self.entries[count - 1]
+                        self.dropped_steps += 1
+                        break
+                else:  # pragma: no cover - the whole history replayed after all
+                    return self.cut
 
     # ------------------------------------------------------------------ memo
-    def remembered_cutout(self, key: tuple) -> Cutout | None:
-        cutout = self._cutouts.get(key)
-        if cutout is not None:
-            self._cutouts.move_to_end(key)
-        return cutout
+    def remembered_preview(self, key: tuple):
+        found = self._previews.get(key)
+        if found is not None:
+            self._previews.move_to_end(key)
+        return found
 
-    def remember_cutout(self, key: tuple, cutout: Cutout) -> None:
-        self._cutouts[key] = cutout
-        while len(self._cutouts) > CUTOUT_MEMORY:
-            self._cutouts.popitem(last=False)
+    def remember_preview(self, key: tuple, value) -> None:
+        self._previews[key] = value
+        while len(self._previews) > CUTOUT_MEMORY:
+            self._previews.popitem(last=False)
 
-    def remembered_overlay(self, key: tuple) -> np.ndarray | None:
+    def remembered_overlay(self, key: tuple) -> str | None:
         if self._overlay is not None and self._overlay[0] == key:
             return self._overlay[1]
         return None
 
-    def remember_overlay(self, key: tuple, overlay: np.ndarray) -> None:
+    def remember_overlay(self, key: tuple, overlay: str) -> None:
         self._overlay = (key, overlay)

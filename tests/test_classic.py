@@ -15,7 +15,7 @@ from inference.classic import (
     ClassicSegmenter,
     fit_background,
 )
-from inference.instances import Click, Instances, select_instances
+from inference.instances import Click, Instances
 from inference.segmenter import PointSegmenter, Segmenter
 from tests.scenes import Scene, make_scene
 
@@ -88,9 +88,10 @@ def test_each_character_is_its_own_instance(background: str, n: int, seed: int) 
     assert_well_formed(instances, truth.image.shape[:2])
     assert min(matched_ious(instances, truth.character_masks)) >= 0.9
     # Separated: no instance covers two characters.
-    labels = instances.label_map()
     for mask in truth.character_masks:
-        assert len(np.unique(labels[mask & (labels >= 0)])) == 1
+        ys, xs = np.nonzero(mask)
+        owners = {tuple(instances.covering(int(x), int(y))[:1]) for x, y in zip(xs[::7], ys[::7])}
+        assert len(owners - {()}) == 1
 
 
 @pytest.mark.parametrize("background", ["flat", "gradient"])
@@ -290,7 +291,7 @@ def test_click_finds_a_character_segment_missed() -> None:
     assert len(instances) == 1
     assert_well_formed(instances, image.shape[:2])
     assert iou(instances.full_mask(0) >= 0.5, mask) >= 0.9
-    assert select_instances(instances, [click]) == [0]
+    assert instances.covering(click.x, click.y) == [0]
 
 
 def test_click_with_a_stricter_speck_limit() -> None:
@@ -322,3 +323,24 @@ def test_click_on_a_busy_background_character() -> None:
         assert len(instances) == 1
         assert instances.value_at(0, click.x, click.y) >= 0.5
         assert iou(instances.full_mask(0) >= 0.5, mask) >= 0.5
+
+
+def test_point_prompts_analyse_a_picture_once_per_digest(monkeypatch) -> None:
+    from inference.prompt import ClassicPrompter
+
+    segmenter = ClassicSegmenter()
+    calls = []
+    real = segmenter._analyse
+    monkeypatch.setattr(segmenter, "_analyse", lambda image: calls.append(1) or real(image))
+    prompter = ClassicPrompter(segmenter)
+    image, mask = tiny_character_picture()
+    ys, xs = np.nonzero(mask)
+    click = Click(int(np.median(xs)), int(np.median(ys)))
+    first = prompter.segment_points(image, "pic", [click])
+    again = prompter.segment_points(image, "pic", [click, Click(1, 1, include=False)], (0, 0, 5, 5))
+    assert len(calls) == 1 and len(first) == len(again) == 1
+    np.testing.assert_array_equal(first.masks[0], again.masks[0])
+    uncached = segmenter.segment_at(image, click)  # no digest: analysed afresh, same answer
+    assert len(calls) == 2
+    np.testing.assert_array_equal(uncached.masks[0], first.masks[0])
+    assert len(prompter.segment_points(image, "pic", [Click(2, 2, include=False)])) == 0  # no include point

@@ -112,7 +112,9 @@ def test_busy_background_note_is_printed(tmp_path, capsys):
     "argv, message",
     [
         (["--select", "7"], "expected character numbers 1-2"),
-        (["--background", "#zzzzzz"], "expected a colour"),
+        (["--background", "#zzzzzz"], "expected --background transparent, blur, a colour"),
+        (["--select", "biggest"], "expected rule all, largest"),
+        (["--points", "1;2"], "expected points like"),
         (["--threshold", "1.5"], "expected"),
     ],
 )
@@ -131,3 +133,112 @@ def test_missing_input_and_unavailable_model(tmp_path, capsys, monkeypatch):
     code = extract.main(["--img", str(tmp_path / "p.png"), "--backend", "rtmdet"])
     err = capsys.readouterr().err
     assert code == 2 and "weights" in err and "Traceback" not in err
+
+
+def test_inputs_with_one_stem_never_overwrite_each_other(tmp_path, capsys):
+    folder = tmp_path / "same"
+    folder.mkdir()
+    scenes = {}
+    for i, ext in enumerate(("webp", "bmp", "tiff")):
+        scenes[ext] = make_scene(i + 1, "flat", size=(240, 400), seed=10 + i)
+        Image.fromarray(scenes[ext].image).save(folder / f"plain.{ext}", **({"lossless": True} if ext == "webp" else {}))
+    code = extract.main(["--img", str(folder), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["plain.bmp_cutout.png", "plain.tiff_cutout.png", "plain.webp_cutout.png"]
+    assert "keep their extension" in err and "plain.bmp -> plain.bmp_*" in err
+    for ext, scene in scenes.items():  # each file holds its own picture's characters
+        alpha = np.asarray(Image.open(tmp_path / "out" / f"plain.{ext}_cutout.png"))[..., 3]
+        assert _iou(alpha >= 128, scene.alpha >= 0.5) > 0.9
+
+
+def test_select_largest_end_to_end(tmp_path):
+    scene = make_scene(3, "flat", size=(240, 400), seed=5)
+    Image.fromarray(scene.image).save(tmp_path / "trio.png")
+    assert extract.main(["--img", str(tmp_path / "trio.png"), "--select", "largest", "--mask"]) == 0
+    mask = np.asarray(Image.open(tmp_path / "trio_mask.png")) >= 128
+    areas = [m.sum() for m in scene.character_masks]
+    largest = scene.character_masks[int(np.argmax(areas))]
+    assert _iou(mask, largest) > 0.9
+
+
+def test_select_numbers_count_left_to_right(tmp_path):
+    scene = _write_scene(tmp_path / "trio.png", n=3, seed=1)
+    assert extract.main(["--img", str(tmp_path / "trio.png"), "--select", "1,3", "--mask"]) == 0
+    mask = np.asarray(Image.open(tmp_path / "trio_mask.png")) >= 128
+    left_and_right = scene.character_masks[0] | scene.character_masks[2]  # the scene draws them left to right
+    assert _iou(mask, left_and_right) > 0.9
+
+
+def _inside(mask: np.ndarray) -> tuple[int, int]:
+    ys, xs = np.nonzero(mask)
+    order = np.argsort((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
+    for i in order:
+        if mask[max(0, ys[i] - 3) : ys[i] + 4, max(0, xs[i] - 3) : xs[i] + 4].all():
+            return int(xs[i]), int(ys[i])
+    raise AssertionError("no inner pixel")
+
+
+def test_points_include_and_exclude(tmp_path, capsys):
+    scene = _write_scene(tmp_path / "trio.png", n=3, seed=1)
+    (x1, y1), (x2, y2) = _inside(scene.character_masks[0]), _inside(scene.character_masks[1])
+    code = extract.main(["--img", str(tmp_path / "trio.png"), "--points", f"{x1},{y1};{x2},{y2}", "--mask"])
+    assert code == 0
+    mask = np.asarray(Image.open(tmp_path / "trio_mask.png")) >= 128
+    assert _iou(mask, scene.character_masks[0] | scene.character_masks[1]) > 0.9
+    err = capsys.readouterr().err
+    assert "Point prompts:" in err and "weights download sam2" in err  # auto without SAM 2: says how to get it
+    code = extract.main(["--img", str(tmp_path / "trio.png"), "--points", f"{x2},{y2},-", "--mask"])
+    mask = np.asarray(Image.open(tmp_path / "trio_mask.png")) >= 128
+    assert code == 0 and _iou(mask, scene.character_masks[0] | scene.character_masks[2]) > 0.9
+
+
+def test_point_on_nothing_with_the_classic_prompter_is_a_clear_failure(tmp_path, capsys):
+    _write_scene(tmp_path / "p.png")
+    code = extract.main(["--img", str(tmp_path / "p.png"), "--points", "3,3", "--prompt-model", "classic"])
+    err = capsys.readouterr().err
+    # The one click found nothing, so every character stays chosen and a note says why.
+    assert code == 0 and "Nothing separable under the click at (3, 3)" in err and "SAM 2 does better" in err
+
+
+def test_explicit_sam2_without_weights_is_a_one_line_error(tmp_path, capsys):
+    _write_scene(tmp_path / "p.png")
+    code = extract.main(["--img", str(tmp_path / "p.png"), "--points", "3,3", "--prompt-model", "sam2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "weights" in err and "Traceback" not in err
+
+
+def test_batch_page_writes_what_the_command_line_writes(tmp_path):
+    """studio.batch and extract.py share one per-file function: same bytes, and the notes reach the report."""
+    from inference.matte import MatteSettings
+    from inference.segmenter import DetectionSettings
+    from studio import batch
+
+    _write_scene(tmp_path / "duo.png", seed=4)
+    busy = make_scene(2, "busy", size=(240, 400), seed=6)
+    Image.fromarray(busy.image).save(tmp_path / "busy.png")
+    assert extract.main(["--img", str(tmp_path / "duo.png"), "--trim"]) == 0
+    files = [(name, (tmp_path / name).read_bytes()) for name in ("duo.png", "busy.png")]
+    files.append(("duo.jpg", b"\xff\xd8\xff not a picture"))
+    result = batch.cut_out_batch(files, DetectionSettings(), MatteSettings(), rule="all", trim=True, layers=True)
+    with zipfile.ZipFile(io.BytesIO(result.zip_bytes)) as archive:
+        assert archive.read("duo.png_cutout.png") == (tmp_path / "duo_cutout.png").read_bytes()
+        assert "duo.png_layers/manifest.json" in archive.namelist()
+    reports = {r.name: r for r in result.reports}
+    assert reports["duo.png"].ok and not reports["duo.jpg"].ok and "not a picture" in reports["duo.jpg"].message
+    busy_report = reports["busy.png"]  # cut out, and the busy-background note goes with it
+    assert busy_report.ok and busy_report.notes and "Busy background" in busy_report.message
+    assert "weights download rtmdet" in busy_report.message
+
+
+def test_an_output_never_overwrites_an_input_of_the_run(tmp_path, capsys):
+    scene = _write_scene(tmp_path / "a.png", seed=1)
+    _write_scene(tmp_path / "a_cutout.png", seed=2)  # an input that a.png's output would replace
+    before = (tmp_path / "a_cutout.png").read_bytes()
+    code = extract.main(["--img", str(tmp_path / "a.png"), str(tmp_path / "a_cutout.png")])
+    err = capsys.readouterr().err
+    assert code == 1 and "would overwrite an input of this run" in err
+    assert (tmp_path / "a_cutout.png").read_bytes() == before
+    alpha = np.asarray(Image.open(tmp_path / "a_cutout_cutout.png"))[..., 3]  # the other input still cut out
+    assert alpha.shape == scene.alpha.shape

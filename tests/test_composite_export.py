@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.composite import Background, checkerboard, composite_over, fit_image, render_background
-from inference.export import background_plate, encode_image, encode_png, mask_png, to_rgba, trim_box
+from inference.composite import Background, background_plate, checkerboard, composite_over, fit_image, render_background
+from inference.export import encode_image, encode_png, mask_png, to_rgba, trim_box
 
 
 def _decode(data: bytes) -> Image.Image:
@@ -149,3 +149,39 @@ def test_cutout_png_full_trimmed_and_empty():
     empty = np.zeros_like(alpha)
     assert trimmed_rgba(fg, empty) is None
     assert _decode(cutout_png(fg, empty, trim=True)).size == (12, 10)  # nothing visible: stays full size
+
+
+@pytest.mark.parametrize(
+    "text, rgb",
+    [
+        ("#ff8800", (255, 136, 0)),
+        ("#F80", (255, 136, 0)),
+        ("ff8800", (255, 136, 0)),
+        (" 255, 136 ,0 ", (255, 136, 0)),
+        ("White", (255, 255, 255)),
+        ("black", (0, 0, 0)),
+    ],
+)
+def test_one_colour_parser(text, rgb):
+    from inference.composite import parse_color
+
+    assert parse_color(text) == rgb
+
+
+@pytest.mark.parametrize("text", ["#ff88", "#gg8800", "256,0,0", "1,2", "", "sky", "#ff8800ff"])
+def test_colour_parser_rejects_with_one_message(text):
+    from inference.composite import parse_color
+
+    with pytest.raises(ValueError, match="expected a colour like #ff8800"):
+        parse_color(text)
+
+
+def test_parse_background():
+    from inference.composite import parse_background
+
+    assert parse_background("transparent").kind == "transparent"
+    assert parse_background("blur", fit="contain").kind == "blur"
+    solid = parse_background("#00ff00")
+    assert solid.kind == "color" and solid.color == (0, 255, 0)
+    with pytest.raises(ValueError, match="expected a background"):
+        parse_background("/etc/passwd")  # paths are the caller's business (the API never reads them)

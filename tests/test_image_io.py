@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.image_io import ImageLoadError, load_image
+from inference.image_io import ImageLoadError, PictureTooLarge, load_image
 
 
 def _encode(img: Image.Image, fmt: str, **params) -> bytes:
@@ -142,7 +142,7 @@ def test_truncated_png_and_jpeg():
 
 def test_pixel_limit_is_enforced_before_decoding():
     data = _encode(Image.new("RGB", (300, 200)), "PNG")
-    with pytest.raises(ImageLoadError, match="too large: 300x200"):
+    with pytest.raises(PictureTooLarge, match="too large: 300x200"):  # an ImageLoadError (a ValueError)
         load_image(data, max_pixels=50_000)
     assert load_image(data, max_pixels=60_000).size == (200, 300)
 
@@ -154,8 +154,10 @@ def test_decompression_bomb_header_is_refused_without_decoding():
 
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    with pytest.raises(ImageLoadError, match="too large|decompression bomb"):
+    with pytest.raises(PictureTooLarge, match="too large|decompression bomb"):
         load_image(data)
+    with pytest.raises(PictureTooLarge, match="decompression bomb"):  # Pillow's own refusal, past our limit
+        load_image(data, max_pixels=10**11)
 
 
 def test_missing_file_and_folder(tmp_path):
@@ -183,3 +185,20 @@ def test_image_convention_check():
         with pytest.raises(ValueError, match=r"expected picture as an \(H, W, 3\) uint8 RGB image, got") as info:
             check_rgb_image(bad, "picture")
         assert got in str(info.value)
+
+
+def test_default_pixel_limit_is_the_one_limit_and_follows_the_environment(monkeypatch):
+    from inference.image_io import MAX_PIXELS, pixel_limit
+
+    data = _encode(Image.fromarray(np.zeros((200, 300, 3), np.uint8)), "PNG")
+    monkeypatch.delenv("NUKKI_MAX_PIXELS", raising=False)
+    assert MAX_PIXELS == 24_000_000 and pixel_limit() == MAX_PIXELS
+    for bad in ("", "abc", "-5", "0"):  # not a positive integer: the default
+        monkeypatch.setenv("NUKKI_MAX_PIXELS", bad)
+        assert pixel_limit() == MAX_PIXELS
+    monkeypatch.setenv("NUKKI_MAX_PIXELS", "59_999")
+    assert pixel_limit() == 59_999
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(data)  # the default follows the environment at call time
+    monkeypatch.setenv("NUKKI_MAX_PIXELS", "60000")
+    assert load_image(data).size == (200, 300)

@@ -1,11 +1,19 @@
-"""The Instances type and the click selection rules."""
+"""The Instances type and the one-click rule (apply_click); the history rule is in test_session.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from inference.instances import Click, Instances, select_instances, tight_box
+from inference.instances import Click, Instances, apply_click, tight_box
+
+
+def select_instances(instances, clicks):
+    """Clicks applied one by one with :func:`apply_click`, starting from nobody chosen."""
+    chosen: set[int] = set()
+    for click in clicks:
+        apply_click(instances, chosen, click)
+    return sorted(chosen)
 
 
 def _square(size, x0, y0, x1, y1, value=1.0):
@@ -66,12 +74,32 @@ def test_soft_mask_below_half_does_not_cover():
     m = _square((10, 10), 0, 0, 10, 10, 0.4)
     inst = Instances.from_full_masks([m], [0.9], "test")
     assert select_instances(inst, [Click(5, 5)]) == []
-    assert inst.label_map().max() == -1
+    assert inst.covering(5, 5) == []
 
 
-def test_label_map_prefers_best_score(overlapping):
-    labels = overlapping.label_map()
-    assert labels[20, 20] == 1 and labels[7, 7] == 0 and labels[10, 50] == 2 and labels[38, 2] == -1
+def test_covering_is_best_score_first(overlapping):
+    assert overlapping.covering(20, 20) == [1, 0] and overlapping.covering(7, 7) == [0]
+    assert overlapping.covering(50, 10) == [2] and overlapping.covering(2, 38) == []
+
+
+def test_apply_click_reports_what_changed(overlapping):
+    chosen = {0}
+    assert apply_click(overlapping, chosen, Click(30, 30)) == 1 and chosen == {0, 1}
+    assert apply_click(overlapping, chosen, Click(50, 10, include=False)) is None  # C not chosen
+    assert apply_click(overlapping, chosen, Click(20, 20, include=False)) == 1 and chosen == {0}
+
+
+def test_left_to_right_numbering():
+    size = (40, 60)
+    right = _square(size, 40, 5, 50, 15)
+    left_low = _square(size, 5, 20, 15, 30)
+    left_high = _square(size, 5, 2, 12, 10)
+    inst = Instances.from_full_masks([right, left_low, left_high], [0.9, 0.8, 0.7], "t").with_notes("n")
+    ordered = inst.left_to_right()
+    np.testing.assert_array_equal(ordered.boxes[:, :2], [[5, 2], [5, 20], [40, 5]])
+    np.testing.assert_array_equal(ordered.scores, np.float32([0.7, 0.8, 0.9]))
+    assert ordered.notes == ("n",)
+    assert ordered.left_to_right() is ordered  # already in order: the same object
 
 
 def test_validation_messages():
@@ -112,3 +140,23 @@ def test_tight_box():
     assert tight_box(m) is None
     m[2, 3] = m[4, 6] = True
     assert tight_box(m) == (3, 2, 7, 5)
+    assert tight_box(m, margin=2) == (1, 0, 8, 6)  # grown, clipped to the mask
+    assert tight_box(m.astype(np.float32) * 0.2) == (3, 2, 7, 5)  # any dtype: nonzero counts
+    assert tight_box(m[:, ::-1]) == (1, 2, 5, 5)  # non-contiguous views too
+    with pytest.raises(ValueError, match="margin"):
+        tight_box(m, margin=-1)
+
+
+def test_tight_box_matches_a_reference_on_random_masks():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        m = rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) > rng.uniform(0.9, 1.0)
+        ys, xs = np.nonzero(m)
+        expected = None if xs.size == 0 else (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert tight_box(m) == expected
+
+
+def test_describe_numbers_as_people_see_them(overlapping):
+    described = overlapping.describe()
+    assert [d["number"] for d in described] == [1, 2, 3] and [d["index"] for d in described] == [0, 1, 2]
+    assert described[2] == {"index": 2, "number": 3, "box_xyxy": [45, 5, 55, 15], "score": 0.7, "area_px": 100}

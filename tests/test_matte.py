@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 from inference import matte
+from inference.foreground import FOREGROUND_RADII, estimate_foreground
+from inference.guided_filter import fast_guided_filter, guided_filter
 from inference.matte import (
     MatteSettings,
-    estimate_foreground,
-    fast_guided_filter,
     feather_alpha,
     fill_small_holes,
-    guided_filter,
     refine_alpha,
     remove_small_regions,
 )
@@ -325,6 +324,7 @@ def test_refine_alpha_threshold_only_is_the_binary_mask():
     prior[12:14, 20:22] = 0.1  # a 4-px hole: filled with max_hole_area 5
     prior[40:42, 5:7] = 0.8  # a 4-px speck: removed with min_island_area 5
     settings = MatteSettings(min_island_area=5, max_hole_area=5, guided_radius=0, feather=0.0)
+    # On a flat picture no colour supports anything beyond the mask: strands add nothing.
     expected = np.zeros((50, 60), np.float32)
     expected[10:30, 15:45] = 1.0
     assert np.array_equal(refine_alpha(image, prior, settings), expected)
@@ -336,7 +336,9 @@ def test_refine_alpha_crop_gives_the_full_frame_result(scene):
     # The pipeline only works inside the mask's box; written out on the full frame with
     # the public functions it must give the same alpha.
     prior = refine_net_like(scene.alpha, long_side=240)
-    settings = MatteSettings(min_island_area=0, max_hole_area=0, guided_radius=3, guided_eps=1e-3, feather=0.0)
+    settings = MatteSettings(
+        min_island_area=0, max_hole_area=0, guided_radius=3, guided_eps=1e-3, feather=0.0, strands=False
+    )
     ramp = np.clip((prior - settings.threshold) / matte.PRIOR_RAMP + 0.5, 0.0, 1.0).astype(np.float32)
     expected = np.clip(guided_filter(scene.image, ramp, 3, 1e-3), 0.0, 1.0)
     expected[expected < 0.5 / 255] = 0.0
@@ -375,7 +377,7 @@ def test_estimate_foreground_matches_a_dense_reference(small_scene):
     assert np.abs(got[band].astype(int) - expected[band]).max() <= 1
     assert np.array_equal(got[~band], image[~band])
     # The default radii run their wide steps on coarser grids: close, not identical.
-    expected = slow_blur_fusion(image, alpha, matte.FOREGROUND_RADII)
+    expected = slow_blur_fusion(image, alpha, FOREGROUND_RADII)
     got = estimate_foreground(image, alpha)
     a = alpha[band][:, None]
     assert (a * np.abs(got[band] - expected[band])).mean() < 1.0
@@ -407,7 +409,7 @@ def test_estimate_foreground_with_a_wide_band_of_many_pixels():
     band = (alpha > 0) & (alpha < 1)
     assert band.sum() > 32767
     got = estimate_foreground(image, alpha)
-    expected = slow_blur_fusion(image, alpha, matte.FOREGROUND_RADII)
+    expected = slow_blur_fusion(image, alpha, FOREGROUND_RADII)
     a = alpha[band][:, None]
     assert (a * np.abs(got[band] - expected[band])).mean() < 1.5
     assert np.array_equal(got[~band], image[~band])
@@ -427,3 +429,236 @@ def test_tiny_pictures(shape):
         assert estimate_foreground(image, alpha).shape == image.shape
     assert guided_filter(image, prior, 3, 1e-3).shape == shape
     assert fast_guided_filter(image, prior, 4, 1e-3, 4).shape == shape
+
+
+# ---------------------------------------------------------------------------- fractional windows (previews)
+def test_box_mean_fractional_radius_is_the_weighted_window():
+    from inference.guided_filter import box_mean
+
+    rng = np.random.default_rng(5)
+    x = rng.random((23, 31)).astype(np.float32)
+    for radius in (0.4, 1.5, 2.25, 6.7):  # both ways of computing it
+        whole, fraction = int(radius), radius - int(radius)
+        weights = np.array([fraction] + [1.0] * (2 * whole + 1) + [fraction])
+        weights /= weights.sum()
+        pad = whole + 1
+        padded = np.pad(x.astype(np.float64), pad, mode="symmetric")  # cv2.BORDER_REFLECT
+        rows = sum(w * padded[k : k + x.shape[0], :] for k, w in enumerate(weights))
+        expected = sum(w * rows[:, k : k + x.shape[1]] for k, w in enumerate(weights))
+        np.testing.assert_allclose(box_mean(x, radius), expected, atol=1e-5)
+    np.testing.assert_array_equal(box_mean(x, 2.0), box_mean(x, 2))
+
+
+# ---------------------------------------------------------------------------- report
+def test_refine_alpha_with_report_counts_specks_and_holes():
+    from inference.matte import MatteReport, refine_alpha_with_report
+
+    image = np.full((60, 80, 3), 128, np.uint8)
+    prior = np.zeros((60, 80), np.float32)
+    prior[10:40, 15:60] = 0.9
+    prior[12:14, 20:22] = 0.1  # 4-px hole
+    prior[20:23, 30:33] = 0.1  # 9-px hole
+    prior[50:52, 5:7] = 0.8  # 4-px speck
+    prior[50:52, 70:72] = 0.8  # 4-px speck
+    prior[45:55, 30:31] = 0.8  # 10-px speck
+    settings = MatteSettings(min_island_area=5, max_hole_area=5, guided_radius=0)
+    alpha, report = refine_alpha_with_report(image, prior, settings)
+    assert report == MatteReport(islands_removed=2, holes_filled=1)
+    assert np.array_equal(alpha, refine_alpha(image, prior, settings))
+    _, report = refine_alpha_with_report(image, prior, replace(settings, min_island_area=11, max_hole_area=10))
+    assert report == MatteReport(islands_removed=3, holes_filled=2)
+    _, report = refine_alpha_with_report(image, prior, replace(settings, min_island_area=0, max_hole_area=0))
+    assert report == MatteReport(islands_removed=0, holes_filled=0)
+
+
+# ---------------------------------------------------------------------------- thin structures
+def test_strand_alpha_recovers_a_subpixel_line_from_a_blurred_prior():
+    # A vertical line of alpha 0.4 (a 0.4-px strand) over a flat background; the prior is
+    # the true alpha blurred (what a refine net's round trip leaves): peak ~0.1, far
+    # below any threshold. Colour distance hands the prior's mass back to the line.
+    height, width = 40, 60
+    truth = np.zeros((height, width), np.float32)
+    truth[5:35, 30] = 0.4
+    F, B = np.array([230.0, 60.0, 90.0]), np.array([240.0, 235.0, 220.0])
+    image = (truth[:, :, None] * F + (1 - truth[:, :, None]) * B + 0.5).astype(np.uint8)
+    prior = cv2.GaussianBlur(truth, (0, 0), 2.0)
+    assert prior.max() < 0.1
+    alpha = refine_alpha(image, prior, MatteSettings(decontaminate=False))
+    # The prior's tails below PRIOR_FLOOR carry no mass: a little of the 0.4 is lost.
+    assert np.abs(alpha[8:32, 30] - 0.4).max() < 0.07
+    off_line = np.ones_like(truth, bool)
+    off_line[:, 29:32] = False
+    assert alpha[off_line].max() < 0.03
+    assert np.all(refine_alpha(image, prior, MatteSettings(strands=False)) == 0.0)  # the threshold drops it
+
+
+@pytest.fixture(scope="module")
+def strand_scene():
+    from tests.scenes import make_strand_scene
+
+    return make_strand_scene("textured", (540, 960), seed=3)
+
+
+def test_strands_are_kept_on_a_known_alpha_scene(strand_scene):
+    scene = strand_scene
+    prior = refine_net_like(scene.alpha, long_side=360)  # the 720-px round trip of a 1920-px picture
+    truth = scene.alpha
+    thin = scene.thin
+
+    def thin_recall(alpha: np.ndarray) -> float:
+        return float(np.minimum(alpha, truth)[thin].sum() / truth[thin].sum())
+
+    kept = refine_alpha(scene.image, prior, MatteSettings())
+    dropped = refine_alpha(scene.image, prior, MatteSettings(strands=False))
+    assert thin_recall(kept) > 0.75 and thin_recall(kept) > 2 * thin_recall(dropped)
+    assert sad(kept[thin], truth[thin]) < 0.7 * sad(prior[thin], truth[thin])
+    assert sad(kept, truth) < min(0.5 * sad(prior, truth), sad(dropped, truth))
+
+
+# ---------------------------------------------------------------------------- previews
+def _shrunk(alpha: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(alpha, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+
+
+def test_preview_inputs_shapes_and_scale(strand_scene):
+    from inference.matte import preview_inputs, shrink_for_preview
+
+    prior = refine_net_like(strand_scene.alpha, long_side=360)
+    small_image, small_prior, settings = preview_inputs(strand_scene.image, prior, MatteSettings(), max_side=320)
+    assert small_image.shape == (180, 320, 3) and small_prior.shape == (180, 320)
+    assert settings == replace(MatteSettings(), scale=1 / 3)
+    cached = shrink_for_preview(strand_scene.image, 320)
+    again = preview_inputs(strand_scene.image, prior, MatteSettings(), max_side=320, small_image=cached)
+    assert again[0] is cached and np.array_equal(again[1], small_prior) and again[2] == settings
+    with pytest.raises(ValueError, match="expected small_image"):
+        preview_inputs(strand_scene.image, prior, MatteSettings(), max_side=320, small_image=cached[:-1])
+    same = preview_inputs(strand_scene.image, prior, MatteSettings(), max_side=960)
+    assert same[0] is strand_scene.image and same[2] == MatteSettings()
+    with pytest.raises(ValueError, match="expected"):
+        preview_inputs(strand_scene.image, prior, MatteSettings(), max_side=0)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [MatteSettings(), MatteSettings(guided_radius=12, guided_eps=1e-3), MatteSettings(feather=3.0, threshold=0.3)],
+)
+def test_preview_agrees_with_the_download_shrunk_to_its_size(strand_scene, settings):
+    from inference.matte import preview_inputs
+
+    prior = refine_net_like(strand_scene.alpha, long_side=360)
+    download = refine_alpha(strand_scene.image, prior, settings)
+    for max_side in (480, 320):
+        preview = refine_alpha(*preview_inputs(strand_scene.image, prior, settings, max_side=max_side))
+        assert np.abs(preview - _shrunk(download, preview.shape)).mean() <= 2 / 255
+
+
+def _studio_steps() -> dict[str, list]:
+    """The studio's slider ranges (studio/controls.py)."""
+    areas = [0, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+    return {
+        "threshold": [round(0.05 * k, 2) for k in range(1, 20)],
+        "guided_radius": list(range(33)),
+        "guided_eps": [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+        "feather": [0.5 * k for k in range(21)],
+        "min_island_area": areas,
+        "max_hole_area": areas,
+    }
+
+
+@pytest.mark.parametrize("max_side", [480, 320])
+def test_every_slider_step_that_changes_the_download_changes_the_preview(strand_scene, max_side):
+    from inference.matte import preview_inputs
+
+    scene = strand_scene
+    prior = refine_net_like(scene.alpha, long_side=360)
+    # Specks and holes of every size the island and hole sliders step through.
+    x = 10
+    for side in (2, 3, 4, 5, 7, 10, 14, 20, 30, 42, 60, 85):
+        prior[5 : 5 + side, x : x + side] = 0.9
+        x += side + 6
+    body = scene.alpha >= 1
+    ys, xs = np.nonzero(cv2.erode(body.view(np.uint8), np.ones((45, 45), np.uint8)))
+    cy, cx = int(ys.mean()), int(xs.mean())
+    x = cx - 60
+    for side in (2, 3, 4, 5, 7, 10, 14):
+        prior[cy - 20 : cy - 20 + side, x : x + side] = 0.0
+        x += side + 6
+    small_image, small_prior, scaled = preview_inputs(scene.image, prior, MatteSettings(), max_side=max_side)
+    unchanged = []
+    for field, steps in _studio_steps().items():
+        previous = None
+        for value in steps:
+            settings = replace(MatteSettings(decontaminate=False), **{field: value})
+            # What the user sees and gets: 8-bit alpha.
+            download = np.round(refine_alpha(scene.image, prior, settings) * 255).astype(np.uint8)
+            preview = np.round(refine_alpha(small_image, small_prior, replace(settings, scale=scaled.scale)) * 255)
+            if previous is not None and not np.array_equal(download, previous[0]):
+                if np.array_equal(preview, previous[1]):
+                    unchanged.append((field, value))
+            previous = (download, preview)
+    # Known limit: at a third of the size, a hole under 8 px (under one preview pixel) only dims
+    # the shrunk download by a few levels, and the preview's solid parts are 1 there either way.
+    known = [("max_hole_area", 8)] if max_side < 480 else []
+    assert unchanged == known, unchanged
+
+
+def test_islands_remove_coloured_specks_but_not_strands_attached_to_the_character():
+    height, width = 80, 100
+    truth = np.zeros((height, width), np.float32)
+    truth[30:70, 20:60] = 1.0  # the character
+    truth[10:30, 40] = 0.5  # a half-pixel strand growing out of it
+    truth[10:13, 80:83] = 1.0  # a 9-px speck of the same colour, far away
+    F, B = np.array([60.0, 40.0, 160.0]), np.array([235.0, 230.0, 215.0])
+    image = (truth[:, :, None] * F + (1 - truth[:, :, None]) * B + 0.5).astype(np.uint8)
+    prior = cv2.GaussianBlur(truth, (0, 0), 1.5)
+    prior[10:13, 80:83] = 0.9  # the segmenter saw the speck
+    keep = refine_alpha(image, prior, MatteSettings(min_island_area=0))
+    drop = refine_alpha(image, prior, MatteSettings(min_island_area=64))
+    assert keep[10:13, 80:83].min() > 0.8  # colours and prior support the speck...
+    assert np.all(drop[5:18, 75:88] == 0.0)  # ...yet the island slider removes it, halo and all
+    np.testing.assert_array_equal(drop[:, :70], keep[:, :70])  # and leaves the strand alone
+    assert drop[14:26, 40].min() > 0.35
+
+
+def test_foreground_radii_scale_with_the_preview():
+    from inference.foreground import foreground_radii
+
+    assert foreground_radii() == FOREGROUND_RADII
+    assert foreground_radii(0.25) == (8, 2, 1, 1)
+    with pytest.raises(ValueError, match="expected"):
+        foreground_radii(0.0)
+
+
+# ---------------------------------------------------------------------------- the competitor baseline
+def test_nuggy_baseline_gray_guided_filter_matches_ximgproc(small_scene):
+    from bench.nuggy import gray_guided_filter
+
+    gray = cv2.cvtColor(small_scene.image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    src = coarse_mask(small_scene.alpha, long_side=100)
+    for r, eps in ((4, 1e-4), (2, 1e-2)):
+        # ximgproc on a [0, 255] gray guide with eps * 255^2 is the same filter as ours on [0, 1].
+        expected = cv2.ximgproc.guidedFilter(gray, src, r, eps * 255.0**2)
+        np.testing.assert_allclose(gray_guided_filter(gray / 255.0, src, r, eps), expected, atol=2e-4)
+
+
+def test_nuggy_baseline_removes_small_islands_and_keeps_the_size():
+    from bench.nuggy import nuggy_alpha
+
+    image = np.full((300, 500, 3), 200, np.uint8)
+    prior = np.zeros((300, 500), np.float32)
+    prior[50:250, 100:300] = 1.0  # 40000 px: kept
+    prior[20:30, 400:410] = 1.0  # 100 px, ~700 px at 1024x1024 (< 0.1 %): removed
+    image[prior > 0] = (40, 40, 160)
+    alpha = nuggy_alpha(image, prior)
+    assert alpha.shape == prior.shape and alpha.dtype == np.float32
+    assert alpha[100:200, 150:250].min() > 0.99 and alpha[15:35, 395:415].max() == 0.0
+
+
+def test_strands_keep_a_soft_prior_as_it_is_where_no_background_is_in_reach():
+    # A prior of 0.3 over the whole picture: no pixel is background evidence, so there is no
+    # background colour to measure against; the texture must not decide the alpha.
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    prior = np.full((60, 80), 0.3, np.float32)
+    alpha = refine_alpha(image, prior, MatteSettings(guided_radius=0))
+    np.testing.assert_allclose(alpha, 0.3, atol=1e-5)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from huggingface_hub.hf_api import RepoFile
 
-from inference import weights
+from inference import registry, weight_install, weights
 from inference.isnet import ISNet
 from inference.refine import AnimeSegRefiner, RefineNetISNet
 from inference.weights import CheckpointError
@@ -84,18 +84,23 @@ def test_default_models_folder_is_in_the_repository(monkeypatch: pytest.MonkeyPa
     assert weights.models_dir() == REPO_ROOT / "models"
 
 
-def test_registry_names_the_hub_files() -> None:
-    assert {k: (s.repo_id, s.filename) for k, s in weights.WEIGHTS.items()} == {
+def test_weights_follow_the_registry(models: Path) -> None:
+    assert {spec.key: (spec.repo_id, spec.filename) for spec in registry.MODELS} == {
         "rtmdet": ("dreMaz/AnimeInstanceSegmentation", "rtmdetl_e60.ckpt"),
         "refine": ("dreMaz/AnimeInstanceSegmentation", "refine_last.ckpt"),
         "animeseg": ("skytnt/anime-seg", "isnetis.ckpt"),
+        "sam2": ("facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt"),
+        "sam2-small": ("facebook/sam2.1-hiera-small", "sam2.1_hiera_small.pt"),
+        "sam2-base-plus": ("facebook/sam2.1-hiera-base-plus", "sam2.1_hiera_base_plus.pt"),
     }
+    assert weights.weight_path("sam2") == models / "sam2.1-hiera-tiny" / "sam2.1_hiera_tiny.pt"
     assert "python -m inference.weights download all" in weights.INSTALL_HINT
     assert "\n" not in weights.INSTALL_HINT
+    assert weights.install_hint("sam2").startswith("run `python -m inference.weights download sam2`")
 
 
 def test_unknown_key_raises_value_error() -> None:
-    with pytest.raises(ValueError, match=r"expected a weight key in \('rtmdet', 'refine', 'animeseg'\), got 'yolo'"):
+    with pytest.raises(ValueError, match=r"expected a weight key in \('rtmdet', 'refine', 'animeseg', 'sam2', .*got 'yolo'"):
         weights.weight_path("yolo")
 
 
@@ -375,15 +380,56 @@ def test_download_writes_the_file_and_the_lock(tmp_path: Path, models: Path, mon
     assert weights.load_checkpoint(target)["epoch"] == 7
 
 
-def test_download_all_fetches_each_file(tmp_path: Path, models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_files(tmp_path: Path) -> dict[str, Path]:
     files = {}
-    for key, spec in weights.WEIGHTS.items():
+    for spec in registry.MODELS:
         files[f"{spec.repo_id}/{spec.filename}"] = tmp_path / spec.filename
-        torch.save({"which": torch.tensor([len(key)])}, tmp_path / spec.filename)
-    _FakeHub(files).install(monkeypatch)
+        torch.save({"which": torch.tensor([len(spec.key)])}, tmp_path / spec.filename)
+    return files
+
+
+def test_download_all_fetches_the_default_set(tmp_path: Path, models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = _FakeHub(_fake_files(tmp_path))
+    hub.install(monkeypatch)
     assert weights.main(["download", "all"]) == 0
-    assert all(weights.is_installed(key) for key in weights.WEIGHTS)
-    assert set(weights.read_lock()) == {"rtmdet", "refine", "animeseg"}
+    assert set(weights.read_lock()) == {"rtmdet", "refine", "animeseg", "sam2"}
+    assert [key for key in registry.model_keys() if weights.is_installed(key)] == ["rtmdet", "refine", "animeseg", "sam2"]
+    assert [filename for _, filename, _ in hub.downloads] == [
+        "rtmdetl_e60.ckpt", "refine_last.ckpt", "isnetis.ckpt", "sam2.1_hiera_tiny.pt"]
+
+
+@pytest.mark.parametrize("key", ["sam2", "sam2-small", "sam2-base-plus"])
+def test_download_sam2_works_like_the_others(key: str, tmp_path: Path, models: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    files = _fake_files(tmp_path)
+    hub = _FakeHub(files)
+    hub.install(monkeypatch)
+    spec = registry.model_spec(key)
+    assert weights.main(["download", key]) == 0
+    target = weights.weight_path(key)
+    assert hub.downloads == [(spec.repo_id, spec.filename, target.parent)]
+    assert target.read_bytes() == files[f"{spec.repo_id}/{spec.filename}"].read_bytes()
+    entry = weights.read_lock()[key]
+    assert entry["path"] == spec.relative_path and entry["sha256"] == _sha256(target)
+    assert entry["source"] == f"https://huggingface.co/{spec.repo_id}/resolve/main/{spec.filename}"
+    assert f"{key}: ok" in capsys.readouterr().out
+    assert weight_install.weight_status(key).state == "verified"
+    assert [k for k in registry.model_keys() if weights.is_installed(k)] == [key]
+
+
+def test_download_several_keys_at_once(tmp_path: Path, models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = _FakeHub(_fake_files(tmp_path))
+    hub.install(monkeypatch)
+    assert weights.main(["download", "sam2-small", "refine", "sam2-small"]) == 0
+    assert [filename for _, filename, _ in hub.downloads] == ["sam2.1_hiera_small.pt", "refine_last.ckpt"]
+
+
+def test_unknown_download_key_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        weights.main(["download", "sam3"])
+    assert caught.value.code == 2
+    assert "invalid choice: 'sam3'" in capsys.readouterr().err
 
 
 def test_file_already_present_is_verified_not_downloaded_again(tmp_path: Path, models: Path,
@@ -452,7 +498,7 @@ def test_offline_command_line_exits_1_without_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", weights.MODELS_DIR_ENV: str(tmp_path / "models")}
     result = subprocess.run(
         [sys.executable, "-m", "inference.weights", "download", "all"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -486,3 +532,75 @@ def test_status_reports_each_file(tmp_path: Path, models: Path, monkeypatch: pyt
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert "CHANGED" in lines["refine"]
     assert "missing" in lines["animeseg"]
+    assert "missing" in lines["sam2-base-plus"] and "download sam2-base-plus" in lines["sam2-base-plus"]
+
+
+def test_weight_status_states_and_plain_labels(tmp_path: Path, models: Path) -> None:
+    states = {key: weight_install.weight_status(key) for key in registry.model_keys()}
+    assert {s.state for s in states.values()} == {"missing"}
+    assert states["sam2"].label == "Not installed" and not states["sam2"].installed
+    assert states["sam2"].advice == "run `python -m inference.weights download sam2`"
+    path = weights.weight_path("sam2")
+    path.parent.mkdir(parents=True)
+    path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
+    assert weight_install.weight_status("sam2").state == "lfs-pointer" and not weight_install.weight_status("sam2").installed
+    torch.save({"w": torch.ones(3)}, path)
+    status = weight_install.weight_status("sam2")
+    assert (status.state, status.installed, status.size) == ("installed", True, path.stat().st_size)
+    weights.record_download("sam2", path, size=path.stat().st_size, sha256=_sha256(path), source="x")
+    assert weight_install.weight_status("sam2").state == "verified" and weight_install.weight_status("sam2").advice == ""
+    torch.save({"w": torch.zeros(5)}, path)  # replaced: another size and mtime, so hashed again
+    assert weight_install.weight_status("sam2").state == "changed"
+    labels = [weight_install.weight_status(k).label for k in registry.model_keys()]
+    assert all(label.isascii() for label in labels)  # no emoji: every font shows them
+    assert {s.installed for s in map(weight_install.weight_status, registry.model_keys())} == {False, True}
+    assert [weight_install.weight_status(k).installed for k in registry.model_keys()] == [
+        weights.is_installed(k) for k in registry.model_keys()]
+
+
+@pytest.fixture(scope="module")
+def isnetis_with_objects(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """isnetis.ckpt in its real layout whose pickle holds a Lightning ``AttributeDict`` (a class this environment
+    lacks when loading), like the real Lightning checkpoint."""
+    layout = _manifest("isnetis") or {
+        **{f"net.{k}": list(v.shape) for k, v in ISNet(3).state_dict().items()},
+        "gt_encoder.conv_in.conv.weight": [16, 1, 3, 3],
+    }
+    state = _full_state(layout)
+    state["net.side1.bias"] = torch.tensor([0.75])
+    fake = types.ModuleType("lightning_fabric_stand_in_for_isnetis")
+    attribute_dict = type("AttributeDict", (dict,), {"__module__": fake.__name__})
+    fake.AttributeDict = attribute_dict
+    sys.modules[fake.__name__] = fake
+    try:
+        path = tmp_path_factory.mktemp("isnetis") / "isnetis.ckpt"
+        torch.save({"epoch": 30, "global_step": 99, "pytorch-lightning_version": "1.7.7", "state_dict": state,
+                    "hyper_parameters": attribute_dict(net_name="isnet_is", img_size=1024)}, path)
+    finally:
+        del sys.modules[fake.__name__]
+    return path
+
+
+def test_real_isnetis_with_python_objects_needs_trust_through_every_door(
+    isnetis_with_objects: Path, models: Path
+) -> None:
+    from inference import model_cache
+    from inference.segmenter import create_refiner
+
+    target = weights.weight_path("animeseg")
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(isnetis_with_objects, target)
+    model_cache.clear()
+    try:
+        for load in (lambda: create_refiner("animeseg"), lambda: model_cache.get_refiner("animeseg")):
+            with pytest.raises(CheckpointError, match=r"AttributeDict.*--trust-checkpoint"):
+                load()
+        trusted = model_cache.get_refiner("animeseg", device="cpu", trust=True)  # --trust-checkpoint
+        assert isinstance(trusted, AnimeSegRefiner) and trusted.model.side1.bias.item() == 0.75
+        # A hash recorded by the download command trusts the file without the flag.
+        weights.record_download("animeseg", target, size=target.stat().st_size, sha256=_sha256(target),
+                                source=registry.model_spec("animeseg").url)
+        recorded = create_refiner("animeseg", device="cpu")
+        assert isinstance(recorded, AnimeSegRefiner) and recorded.model.side1.bias.item() == 0.75
+    finally:
+        model_cache.clear()
