@@ -19,7 +19,6 @@ Two views of the same latency:
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import statistics

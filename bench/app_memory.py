@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 from inference.picture import Picture  # noqa: E402
 from inference.session import CutoutSession  # noqa: E402
 from tests.scenes import make_scene  # noqa: E402
+from tests.test_browser_load import plan_keeping_someone  # noqa: E402
 from tests.test_browser import (  # noqa: E402
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -37,7 +38,6 @@ from tests.test_browser import (  # noqa: E402
     WAIT_MS,
     click_picture,
     open_picture,
-    plan_clicks,
     set_mode,
     settle,
     start_server,
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = random.Random(5)
     print(f"{args.sessions} sessions x {args.rounds} rounds, {width}x{height} pictures, classic backend; "
-          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start")
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start; "
+          f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         users.append((page, path, oracle))
                     for page, path, oracle in users:
                         open_picture(page, server, path, len(oracle.instances))
-                    plans = [plan_clicks(oracle, rng, 2) for _, _, oracle in users]
+                    plans = [plan_keeping_someone(oracle, rng, 2) for _, _, oracle in users]
                     for k in range(2):
                         for (page, _, oracle), plan in zip(users, plans):
                             xy, include, _ = plan[k]

@@ -10,7 +10,9 @@
   selection: both are listed separately, not in the slider path.
 
 Pictures above 2 MP are the 1920x1080 scene upscaled (rendering them natively takes GBs).
-Times are wall-clock milliseconds, median (and minimum) of ``--repeat`` rounds.
+Times are wall-clock milliseconds, median (and minimum) of ``--repeat`` rounds; the full-quality
+table also gives the process CPU time per call (all threads: Nukki hands independent steps to two
+side threads), which other programs on a shared machine disturb less than wall-clock time.
 Run: ``python bench/matte.py --threads 2`` (about a minute).
 """
 
@@ -56,9 +58,12 @@ def picture(size: tuple[int, int], base: tuple[np.ndarray, np.ndarray] | None = 
     return image, prior
 
 
-def once(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def once(fn: Callable[[], object], cpu: list[float] | None = None) -> float:
+    """Wall-clock ms of one call; appends the process CPU ms (all threads) to ``cpu`` if given."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
+    if cpu is not None:
+        cpu.append((time.process_time() - start_cpu) * 1000.0)
     return (time.perf_counter() - start) * 1000.0
 
 
@@ -81,7 +86,8 @@ def main() -> None:
     base = picture((1080, 1920))
 
     print("\nFULL QUALITY vs NUGGY, interleaved, ms (median / min)")
-    header = f"{'picture':<12} {'nukki':>16} {'nuggy':>16} {'ratio':>6}   nukki stages (median): refine_alpha / decontaminate"
+    header = (f"{'picture':<12} {'nukki':>16} {'nuggy':>16} {'ratio':>6}   nukki stages (median): refine_alpha / "
+              "decontaminate   process CPU ms (median, all threads): nukki / nuggy")
     print(header)
     for size in ((1080, 1920), (2160, 3840)):
         image, prior = picture(size, base)
@@ -93,15 +99,18 @@ def main() -> None:
 
         nukki()
         nuggy_alpha(image, prior)
-        ours, theirs = [], []
+        ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
         for _ in range(args.repeat):
-            ours.append(once(nukki))
-            theirs.append(once(lambda: nuggy_alpha(image, prior)))
+            ours.append(once(nukki, ours_cpu))
+            theirs.append(once(lambda: nuggy_alpha(image, prior), theirs_cpu))
         stage_alpha = timed(lambda: refine_alpha(image, prior, defaults), max(3, args.repeat // 3))[0]
         stage_fg = timed(lambda: estimate_foreground(image, alpha), max(3, args.repeat // 3))[0]
         ratio = np.median(ours) / np.median(theirs)
         print(f"{size[1]}x{size[0]:<7} {np.median(ours):8.1f} / {np.min(ours):5.1f} "
-              f"{np.median(theirs):8.1f} / {np.min(theirs):5.1f} {ratio:6.2f}   {stage_alpha:.1f} / {stage_fg:.1f}")
+              f"{np.median(theirs):8.1f} / {np.min(theirs):5.1f} {ratio:6.2f}   {stage_alpha:.1f} / {stage_fg:.1f}"
+              f"   CPU {np.median(ours_cpu):.1f} / {np.median(theirs_cpu):.1f}")
+
+    print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
     print(f"\nPREVIEW at max_side {PREVIEW_SIDE}, per slider change, ms (median / min)")
     print(f"{'picture':<18} {'refine_alpha':>15} {'+ decontaminate':>16} {'worst slider':>13}   "

@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from inference.guided_filter import box_mean
+from inference.guided_filter import box_mean, side_workers
 
 #: Window radius (full-resolution pixels) of the strand estimate: the prior's mass in each
 #: window is handed to the pixels whose colour stands out from the local background.
@@ -84,6 +84,8 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
         return full
 
     mass = cv2.threshold(prior, PRIOR_FLOOR, 0.0, cv2.THRESH_TOZERO)[1]
+    radius = max(1, round(STRAND_RADIUS * scale))
+    mean_mass = side_workers().submit(box_mean, mass, radius)  # needs nothing else: on the side
     background_mask = np.multiply(prior < np.float32(PRIOR_FLOOR), np.uint8(255), dtype=np.uint8)
     radius_grid = max(1, round(BACKGROUND_RADIUS * scale / step))
     weight_small = shrink(background_mask).astype(np.float32) * np.float32(1 / 255)
@@ -100,16 +102,19 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
     dark_mask = cv2.bitwise_and(darker, background_mask)
     dark_weight = shrink(dark_mask).astype(np.float32) * np.float32(1 / 255)
     dark_sum = shrink(cv2.bitwise_and(image, image, mask=dark_mask)).astype(np.float32)
-    distance = None
-    for part_weight, part_sum in ((dark_weight, dark_sum), (weight_small - dark_weight, sum_all - dark_sum)):
+
+    def distance_to(part_weight: np.ndarray, part_sum: np.ndarray) -> np.ndarray:
         part_total = box_mean(part_weight, radius_grid)
         part_colour = box_mean(part_sum, radius_grid)
         part_colour /= np.maximum(part_total, np.float32(1e-6))[:, :, None]
         np.copyto(part_colour, mean_colour, where=(part_total < np.float32(1e-3))[:, :, None])
         colour_full = grow(np.clip(part_colour + 0.5, 0, 255).astype(np.uint8))
-        # Colour distance in levels (mean over the channels) to the nearer background colour.
-        part_distance = cv2.transform(cv2.absdiff(image, colour_full), gray)
-        distance = part_distance if distance is None else cv2.min(distance, part_distance)
+        # Colour distance in levels (mean over the channels) to the background colour.
+        return cv2.transform(cv2.absdiff(image, colour_full), gray)
+
+    # To the nearer of the two colours (the brighter one on the side).
+    brighter = side_workers().submit(distance_to, weight_small - dark_weight, sum_all - dark_sum)
+    distance = cv2.min(distance_to(dark_weight, dark_sum), brighter.result())
     noise = box_mean(shrink(cv2.bitwise_and(distance, background_mask)).astype(np.float32), radius_grid)
     noise /= weight
     noise *= np.float32(NOISE_FACTOR)
@@ -121,9 +126,8 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
     blind = weight < np.float32(_MIN_BACKGROUND_SHARE)
     if blind.any():
         np.copyto(distance, np.float32(255.0), where=grow(blind.view(np.uint8)).view(np.bool_))
-    radius = max(1, round(STRAND_RADIUS * scale))
-    mean_mass = box_mean(mass, radius)
     mean_distance = box_mean(distance, radius)
+    mean_mass = mean_mass.result()
     np.maximum(mean_distance, np.float32(1e-3), out=mean_distance)
     distance *= mean_mass
     distance /= mean_distance

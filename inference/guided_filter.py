@@ -10,6 +10,11 @@ Borders are mirrored (``cv2.BORDER_REFLECT``) as in ``cv2.ximgproc.guidedFilter`
 
 from __future__ import annotations
 
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 
@@ -19,6 +24,20 @@ from inference.matte_checks import (
     check_positive_float,
     describe,
 )
+
+_side_workers: tuple[int, ThreadPoolExecutor] | None = None
+_side_workers_lock = threading.Lock()
+
+
+def side_workers() -> ThreadPoolExecutor:
+    """Two threads the matte modules hand independent steps to, so a matte uses both cores
+    (OpenCV and numpy release the GIL in their big operations). One pool per process: a
+    forked child gets its own (a parent's threads do not survive a fork)."""
+    global _side_workers
+    with _side_workers_lock:
+        if _side_workers is None or _side_workers[0] != os.getpid():
+            _side_workers = (os.getpid(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="matte"))
+        return _side_workers[1]
 
 #: Border rule of every box mean here, the same one ``cv2.ximgproc.guidedFilter`` uses.
 BORDER = cv2.BORDER_REFLECT
@@ -247,6 +266,109 @@ def fast_guided_filter_with(
     # p is no longer needed: the result goes into its buffer when the caller allows it.
     out = p if overwrite_src else np.empty_like(p)
     return guide.upsampled_linear_model(mean_a, mean_b, out)
+
+
+#: Side of the tiles :func:`guided_filter_near_edges` filters (its reach, twice the radius, must fit in one).
+EDGE_TILE = 32
+
+#: Above this share of tiles in use, :func:`guided_filter_near_edges` filters the whole map instead.
+_MAX_TILE_SHARE = 0.6
+
+
+def _mirrored(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices past ``[0, size)`` mirrored back (``cv2.BORDER_REFLECT``: ``cba|abc|cba``)."""
+    index = np.where(index < 0, -index - 1, index)
+    index = np.where(index >= size, 2 * size - index - 1, index)
+    return np.clip(index, 0, size - 1)  # only reached by windows wider than the map
+
+
+def guided_filter_near_edges(image: np.ndarray, p: np.ndarray, radius: float, eps: float) -> np.ndarray:
+    """``guided_filter_with(Guide(image), p, radius, eps)`` computed only where it can differ from ``p``.
+
+    The filter returns ``p`` itself (up to rounding) wherever ``p`` is constant over the
+    two windows around a pixel (twice the radius), so only the :data:`EDGE_TILE` tiles near a
+    change of ``p`` are filtered: each with a margin of its reach, mirrored at the map's
+    border like every box mean here, laid side by side in one mosaic. Elsewhere the result
+    is ``p``. ``image`` is the ``(H, W, 3)`` guide, ``p`` an ``(H, W)`` float32 map.
+    """
+    height, width = p.shape
+    reach = 2 * math.ceil(radius)
+    tiles_y, tiles_x = -(-height // EDGE_TILE), -(-width // EDGE_TILE)
+    if reach > EDGE_TILE or reach < 1 or min(height, width) < 2 * EDGE_TILE:
+        return guided_filter_with(Guide(image), p, radius, eps)
+    # Cells of `reach` pixels that hold a value above 0 / below 1, grown by one cell (the reach):
+    # a pixel can change where both kinds are within reach.
+    cell = 1 << (reach - 1).bit_length()  # a power of two >= reach, so cells tile EDGE_TILE exactly
+    cells_y, cells_x = -(-height // cell), -(-width // cell)
+    padded = cv2.copyMakeBorder(p, 0, cells_y * cell - height, 0, cells_x * cell - width, cv2.BORDER_REPLICATE)
+    kernel = np.ones((3, 3), np.uint8)
+    near = None
+    for flags in (padded > 0, padded < 1):
+        # Float area means: one flagged pixel is enough (uint8 means would round it away).
+        per_cell = cv2.resize(flags.astype(np.float32), (cells_x, cells_y), interpolation=cv2.INTER_AREA) > 0
+        grown = cv2.dilate(per_cell.view(np.uint8), kernel)
+        near = grown if near is None else cv2.bitwise_and(near, grown)
+    # Tiles holding any such cell.
+    per_tile = EDGE_TILE // cell
+    grid = np.zeros((tiles_y * per_tile, tiles_x * per_tile), np.uint8)
+    grid[: near.shape[0], : near.shape[1]] = near[: tiles_y * per_tile, : tiles_x * per_tile]
+    busy = grid.reshape(tiles_y, per_tile, tiles_x, per_tile).max(axis=(1, 3))
+    tile_ids = np.flatnonzero(busy)
+    out = np.array(p, dtype=np.float32, copy=True)
+    if tile_ids.size == 0:
+        return out
+    if tile_ids.size > _MAX_TILE_SHARE * busy.size:
+        return guided_filter_with(Guide(image), p, radius, eps)
+    # The map mirrored past its border by the reach (and out to whole tiles), then each busy
+    # tile with its margin copied into the mosaic, `across` tiles per mosaic row.
+    pad_y, pad_x = tiles_y * EDGE_TILE - height + reach, tiles_x * EDGE_TILE - width + reach
+    padded_image = cv2.copyMakeBorder(image, reach, pad_y, reach, pad_x, BORDER)
+    padded_p = cv2.copyMakeBorder(p, reach, pad_y, reach, pad_x, BORDER)
+    side = EDGE_TILE + 2 * reach
+    across = max(1, int(np.ceil(np.sqrt(tile_ids.size))))
+    down = -(-tile_ids.size // across)
+    mosaic_image = np.zeros((down * side, across * side, 3), image.dtype)
+    mosaic_p = np.zeros((down * side, across * side), np.float32)
+    places = []
+    for slot, tile in enumerate(tile_ids.tolist()):
+        y, x = (tile // tiles_x) * EDGE_TILE, (tile % tiles_x) * EDGE_TILE
+        my, mx = (slot // across) * side, (slot % across) * side
+        mosaic_image[my : my + side, mx : mx + side] = padded_image[y : y + side, x : x + side]
+        mosaic_p[my : my + side, mx : mx + side] = padded_p[y : y + side, x : x + side]
+        places.append((y, x, my + reach, mx + reach))
+    filtered = guided_filter_with(Guide(mosaic_image), mosaic_p, radius, eps)
+    for y, x, my, mx in places:  # each tile's own pixels (inside the map) go back
+        h, w = min(EDGE_TILE, height - y), min(EDGE_TILE, width - x)
+        out[y : y + h, x : x + w] = filtered[my : my + h, mx : mx + w]
+    return out
+
+
+#: Above this many separate pieces of change, :func:`add_guided_filter_of_changes` filters one box around all.
+_MAX_CHANGE_PIECES = 16
+
+
+def add_guided_filter_of_changes(
+    out: np.ndarray, image: np.ndarray, delta: np.ndarray, changed: np.ndarray, radius: float, eps: float
+) -> None:
+    """``out += guided_filter_with(Guide(image), delta * changed, radius, eps)``, filtering only near ``changed``.
+
+    The filter is linear in its input, and a window with no change in it gives exactly 0,
+    so each 8-connected piece of ``changed`` (bool) is filtered inside its box grown by the
+    filter's reach (two windows); the pieces' results add up. ``out`` (float32) and
+    ``delta`` are shaped like ``image[..., 0]``; borders mirror at the whole map's edges as before.
+    """
+    margin = 2 * math.ceil(radius) + 1
+    height, width = changed.shape
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(changed.view(np.uint8), connectivity=8)
+    if count - 1 > _MAX_CHANGE_PIECES:
+        pieces = [(0, *cv2.boundingRect(changed.view(np.uint8)))]
+    else:
+        pieces = [(k, *(int(v) for v in stats[k, :4])) for k in range(1, count)]
+    for label, x, y, w, h in pieces:
+        x0, y0, x1, y1 = max(0, x - margin), max(0, y - margin), min(width, x + w + margin), min(height, y + h + margin)
+        inside = labels[y0:y1, x0:x1] == label if label else changed[y0:y1, x0:x1]
+        part = np.where(inside, delta[y0:y1, x0:x1], np.float32(0.0)).astype(np.float32)
+        out[y0:y1, x0:x1] += guided_filter_with(Guide(image[y0:y1, x0:x1]), part, radius, eps)
 
 
 def _checked_guide(guide: object) -> Guide:

@@ -14,6 +14,7 @@ the soft prior and the colours support (:mod:`inference.band_matting`); then fea
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import cv2
@@ -22,8 +23,18 @@ import numpy as np
 from inference import band_matting
 from inference.band_matting import strand_alpha
 from inference.foreground import FOREGROUND_RADII, estimate_foreground, nonzero_box  # noqa: F401
-from inference.guided_filter import Guide, fast_guided_filter_with, guided_filter_with
+from inference.guided_filter import (
+    Guide,
+    add_guided_filter_of_changes,
+    fast_guided_filter_with,
+    guided_filter_near_edges,
+    side_workers,
+)
 from inference.image_io import check_rgb_image
+from inference.mask_regions import (
+    fill_small_holes_inplace,
+    remove_small_regions_inplace,
+)
 from inference.matte_checks import (
     check_count,
     check_map,
@@ -48,63 +59,6 @@ _PREVIEW_FAST_RADIUS = 4.0
 
 
 # ---------------------------------------------------------------------------- islands and holes
-def _component_areas(labels: np.ndarray, count: int, coverage: np.ndarray | None, pixel_area: float) -> np.ndarray:
-    """Area of each labelled component in full-resolution pixels.
-
-    Without ``coverage`` it is the pixel count times ``pixel_area``. A preview passes the
-    shrunk map's ``coverage`` (how much of each preview pixel the component's side covers):
-    a component's area is then the coverage summed over it and the ring of partly covered
-    pixels around it, so specks and holes a few full-resolution pixels wide keep their size.
-    """
-    if coverage is None:
-        return np.bincount(labels.ravel(), minlength=count) * pixel_area
-    grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-    return np.bincount(grown.ravel(), weights=coverage.ravel(), minlength=count) * pixel_area
-
-
-def _remove_small_regions_inplace(
-    mask: np.ndarray, min_area: float, *, coverage: np.ndarray | None = None, pixel_area: float = 1.0
-) -> int:
-    """:func:`remove_small_regions` on a contiguous mask, in place; returns how many specks went.
-
-    ``min_area`` is in full-resolution pixels; see :func:`_component_areas` for the others.
-    """
-    if min_area <= 1:
-        return 0
-    # Labels without stats plus a bincount is several times faster than OpenCV's stats pass.
-    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    areas = _component_areas(labels, count, coverage, pixel_area)
-    small = areas < min_area
-    small[0] = False  # label 0 is the background
-    removed = int(small.sum())
-    if removed:
-        mask[small[labels]] = False
-    return removed
-
-
-def _fill_small_holes_inplace(
-    mask: np.ndarray, max_area: float, *, coverage: np.ndarray | None = None, pixel_area: float = 1.0
-) -> int:
-    """:func:`fill_small_holes` on a contiguous mask, in place; returns how many holes were filled.
-
-    ``max_area`` is in full-resolution pixels; ``coverage`` is the background's (see
-    :func:`_component_areas`).
-    """
-    if max_area <= 1:
-        return 0
-    background = np.logical_not(mask)
-    count, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    areas = _component_areas(labels, count, coverage, pixel_area)
-    small = areas < max_area
-    small[0] = False  # label 0 is the foreground
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        small[edge] = False  # background touching the border is never a hole
-    filled = int(small.sum())
-    if filled:
-        mask[small[labels]] = True
-    return filled
-
-
 def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
     """Drop foreground specks: 8-connected True components of fewer than ``min_area`` pixels.
 
@@ -118,7 +72,7 @@ def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
     mask = check_mask(mask)
     min_area = check_count(min_area, "min_area", minimum=0)
     out = np.array(mask, dtype=np.bool_, order="C", copy=True)
-    _remove_small_regions_inplace(out, min_area)
+    remove_small_regions_inplace(out, min_area)
     return out
 
 
@@ -139,7 +93,7 @@ def fill_small_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
     mask = check_mask(mask)
     max_area = check_count(max_area, "max_area", minimum=0)
     out = np.array(mask, dtype=np.bool_, order="C", copy=True)
-    _fill_small_holes_inplace(out, max_area)
+    fill_small_holes_inplace(out, max_area)
     return out
 
 
@@ -249,15 +203,22 @@ class MatteReport:
     holes_filled: int = 0
 
 
+def _filled_mask(prior: np.ndarray, threshold: float, max_hole_area: int) -> tuple[np.ndarray, int]:
+    """The thresholded prior with its holes filled (full resolution), and how many were filled."""
+    mask = prior >= np.float32(threshold)
+    return mask, fill_small_holes_inplace(mask, max_hole_area)
+
+
 def _clean_mask(
-    prior: np.ndarray, settings: MatteSettings, strands: np.ndarray | None
+    prior: np.ndarray, settings: MatteSettings, strands: np.ndarray | None, filled: Future | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, MatteReport]:
     """Threshold the prior, drop islands, fill holes: ``(mask, changed pixels or None, report)``.
 
     An island is a connected piece of the mask and of ``strands`` (the same crop of
     :func:`~inference.band_matting.strand_alpha`, or None) at ``STRAND_ISLAND_LEVEL``, so a
     strand attached to the character is never an island, and a removed island takes its
-    strand pixels with it (``strands`` is changed in place).
+    strand pixels with it (``strands`` is changed in place). ``filled``: :func:`_filled_mask`
+    of the same crop started earlier (full resolution), used when no island touches the mask.
     """
     scale = float(settings.scale)
     mask = prior >= np.float32(settings.threshold)
@@ -271,25 +232,38 @@ def _clean_mask(
     if scale < 1.0:
         coverage = np.clip(prior if strands is None else np.maximum(prior, strands), 0.0, 1.0)
     kept = pieces.copy()
-    islands = _remove_small_regions_inplace(kept, settings.min_island_area, coverage=coverage, pixel_area=pixel_area)
+    islands = remove_small_regions_inplace(kept, settings.min_island_area, coverage=coverage, pixel_area=pixel_area)
     cleaned = mask.copy()
     if islands:
         removed = pieces & ~kept
+        if filled is not None and np.logical_and(removed, mask).any():
+            filled = None  # the holes around a removed piece of the mask change: fill them again
         cleaned &= ~removed
         if strands is not None:
             strands[cv2.dilate(removed.view(np.uint8), np.ones((3, 3), np.uint8)).view(np.bool_)] = 0.0
-    if scale < 1.0:
+    if filled is not None and scale >= 1.0:
+        cleaned, holes = filled.result()
+    elif scale < 1.0:
         # A hole narrower than a preview pixel only dims it: label holes below a level close to 1
         # (a tenth of the way down to the threshold) and measure them by their missing coverage.
         filled = cleaned & (prior >= np.float32(1.0 - (1.0 - settings.threshold) * 0.1))
-        holes = _fill_small_holes_inplace(
+        holes = fill_small_holes_inplace(
             filled, settings.max_hole_area, coverage=1.0 - np.clip(prior, 0.0, 1.0), pixel_area=pixel_area
         )
         cleaned |= filled
     else:
-        holes = _fill_small_holes_inplace(cleaned, settings.max_hole_area)
+        holes = fill_small_holes_inplace(cleaned, settings.max_hole_area)
     report = MatteReport(islands_removed=islands, holes_filled=holes)
     return cleaned, (cleaned != mask) if islands or holes else None, report
+
+
+def _ramp(prior: np.ndarray, threshold: float, prior_ramp: float) -> np.ndarray:
+    """Keep the soft prior's sub-pixel edge position: values within +-ramp/2 of the threshold
+    map linearly onto 0..1 (the 0.5 level stays the mask's outline)."""
+    alpha = np.subtract(prior, np.float32(threshold), dtype=np.float32)
+    alpha *= np.float32(1.0 / prior_ramp)
+    alpha += np.float32(0.5)
+    return np.clip(alpha, 0.0, 1.0, out=alpha)
 
 
 def _solid_alpha(
@@ -304,12 +278,7 @@ def _solid_alpha(
     """The solid character on one crop from its cleaned ``mask``: ramp, guided filter (float32, not clipped)."""
     scale = float(settings.scale)
     if prior_ramp > 0:
-        # Keep the soft prior's sub-pixel edge position: values within +-ramp/2 of the
-        # threshold map linearly onto 0..1 (the 0.5 level stays the mask's outline).
-        alpha = np.subtract(prior, np.float32(settings.threshold), dtype=np.float32)
-        alpha *= np.float32(1.0 / prior_ramp)
-        alpha += np.float32(0.5)
-        np.clip(alpha, 0.0, 1.0, out=alpha)
+        alpha = _ramp(prior, settings.threshold, prior_ramp)
         if changed is not None:
             np.copyto(alpha, mask, where=changed)
     else:
@@ -325,7 +294,7 @@ def _solid_alpha(
             # Wide windows in a preview: coefficients on a 2x coarser grid (fractional radius kept).
             alpha = fast_guided_filter_with(guide, alpha, radius, settings.guided_eps, 2, overwrite_src=True)
         else:
-            alpha = guided_filter_with(guide, alpha, radius, settings.guided_eps)
+            alpha = guided_filter_near_edges(image, alpha, radius, settings.guided_eps)
     return alpha
 
 
@@ -366,16 +335,26 @@ def _refine_alpha(
     if fast:
         reach += 2 * fast_subsample
     lowest_on = settings.threshold - prior_ramp / 2 if prior_ramp > 0 else settings.threshold
-    solid_box = nonzero_box(prior >= np.float32(lowest_on), reach)
+    strand_box = None
+    if settings.strands:
+        strand_reach = math.ceil(band_matting.STRAND_RADIUS * scale) + 1
+        strand_box = nonzero_box(prior >= np.float32(band_matting.PRIOR_FLOOR), strand_reach)
+    if settings.strands and lowest_on >= band_matting.PRIOR_FLOOR:
+        # The solid part lies inside the strand box: look for it there only (one full-frame pass less).
+        solid_box = None
+        if strand_box is not None:
+            bx0, by0, bx1, by1 = strand_box
+            inner = nonzero_box(prior[by0:by1, bx0:bx1] >= np.float32(lowest_on), 0)
+            if inner is not None:
+                solid_box = (max(0, bx0 + inner[0] - reach), max(0, by0 + inner[1] - reach),
+                             min(width, bx0 + inner[2] + reach), min(height, by0 + inner[3] + reach))
+    else:
+        solid_box = nonzero_box(prior >= np.float32(lowest_on), reach)
     if solid_box is not None and fast and fast_subsample > 1:
         # A crop that is a whole number of subsampling cells takes OpenCV's fast exact resize.
         x0, x1 = _grow_to_multiple(solid_box[0], solid_box[2], width, fast_subsample)
         y0, y1 = _grow_to_multiple(solid_box[1], solid_box[3], height, fast_subsample)
         solid_box = (x0, y0, x1, y1)
-    strand_box = None
-    if settings.strands:
-        strand_reach = math.ceil(band_matting.STRAND_RADIUS * scale) + 1
-        strand_box = nonzero_box(prior >= np.float32(band_matting.PRIOR_FLOOR), strand_reach)
     boxes = [b for b in (solid_box, strand_box) if b is not None]
     box = tuple(int(v) for v in (*np.min(boxes, axis=0)[:2], *np.max(boxes, axis=0)[2:])) if boxes else None
     if box is None:
@@ -385,14 +364,33 @@ def _refine_alpha(
     x0, y0 = max(0, x0 - feather_reach), max(0, y0 - feather_reach)
     x1, y1 = min(width, x1 + feather_reach), min(height, y1 + feather_reach)
     alpha = out[y0:y1, x0:x1]
-    # Views, not copies: OpenCV and numpy read row-strided crops directly.
-    strands = strand_alpha(image[y0:y1, x0:x1], prior[y0:y1, x0:x1], scale) if settings.strands else None
-    mask, changed, report = _clean_mask(prior[y0:y1, x0:x1], settings, strands)
+    solid_job = None
     if solid_box is not None:
         sx0, sy0, sx1, sy1 = solid_box
         inside = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+        solid_image, solid_prior = image[sy0:sy1, sx0:sx1], prior[sy0:sy1, sx0:sx1]
+        radius = settings.guided_radius * scale
+        if prior_ramp > 0 and radius > 0 and not fast and (scale >= 1.0 or radius < _PREVIEW_FAST_RADIUS):
+            # The guided filter is linear: filter the ramp on the other core while the strands
+            # and the island/hole steps run here, then add the filtered changes those steps made.
+            solid_job = side_workers().submit(
+                _solid_alpha, solid_image, solid_prior, None, None, settings, prior_ramp, fast_subsample
+            )
+    filled = None
+    if scale >= 1.0 and settings.max_hole_area > 1:  # holes need only the mask: fill them on the side
+        filled = side_workers().submit(_filled_mask, prior[y0:y1, x0:x1], settings.threshold, settings.max_hole_area)
+    # Views, not copies: OpenCV and numpy read row-strided crops directly.
+    strands = strand_alpha(image[y0:y1, x0:x1], prior[y0:y1, x0:x1], scale) if settings.strands else None
+    mask, changed, report = _clean_mask(prior[y0:y1, x0:x1], settings, strands, filled)
+    if solid_job is not None:
+        solid = solid_job.result()
+        if changed is not None and changed[inside].any():
+            delta = np.subtract(mask[inside], _ramp(solid_prior, settings.threshold, prior_ramp), dtype=np.float32)
+            add_guided_filter_of_changes(solid, solid_image, delta, changed[inside], radius, settings.guided_eps)
+        alpha[inside] = solid
+    elif solid_box is not None:
         alpha[inside] = _solid_alpha(
-            image[sy0:sy1, sx0:sx1], prior[sy0:sy1, sx0:sx1], mask[inside],
+            solid_image, solid_prior, mask[inside],
             None if changed is None else changed[inside], settings, prior_ramp, fast_subsample,
         )
     if strands is not None:

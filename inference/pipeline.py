@@ -19,7 +19,7 @@ import io
 import json
 import time
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -29,15 +29,9 @@ from inference import model_cache
 from inference.composite import Background, background_plate, composite_over, render_background
 from inference.export import cutout_png, encode_png, mask_png, trimmed_rgba
 from inference.image_io import check_rgb_image
-from inference.instances import COVER_THRESHOLD, Click, Instances, apply_click
+from inference.instances import COVER_THRESHOLD, Instances
 from inference.matte import MatteSettings, estimate_foreground, preview_inputs, refine_alpha, shrink_for_preview
-from inference.segmenter import (
-    BackendChoice,
-    DetectionSettings,
-    PointSegmenter,
-    Refiner,
-    Segmenter,
-)
+from inference.segmenter import BackendChoice, DetectionSettings, Refiner, Segmenter
 
 #: The message of every export asked for with no character chosen.
 NOTHING_CHOSEN = "expected at least one chosen character, got none"
@@ -103,33 +97,6 @@ def detect_characters(
     if refiner is not None and len(instances):
         instances = refiner.refine(image, instances)
     return Detection(instances.left_to_right(), choice, time.perf_counter() - start)
-
-
-def add_characters_at_clicks(
-    image: np.ndarray, instances: Instances, clicks: Iterable[Click], segmenter: Segmenter
-) -> Instances:
-    """Deprecated: the studio's old point prompt (kept until ``studio/engine_cache.py`` uses
-    :class:`inference.session.CutoutSession`, whose click rule also refuses background blobs)."""
-    if not isinstance(segmenter, PointSegmenter):
-        return instances
-    for click in clicks:
-        if click.include and not instances.covering(click.x, click.y):
-            found = segmenter.segment_at(image, click)
-            if len(found):
-                instances = instances.appended(found)
-    return instances
-
-
-def choose_characters(instances: Instances, clicks: Sequence[Click]) -> list[int]:
-    """Deprecated: the click rule without point prompts (kept until ``studio/selection.py`` and
-    its test use :class:`inference.session.CutoutSession`, which holds the one click rule)."""
-    chosen = set(range(len(instances)))
-    untouched = True
-    for click in clicks:
-        trial = set() if (untouched and click.include) else set(chosen)
-        if apply_click(instances, trial, click) is not None:
-            chosen, untouched = trial, False
-    return sorted(chosen)
 
 
 #: Rules that choose characters without clicks (besides numbers like ``1,3``).

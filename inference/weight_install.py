@@ -40,6 +40,10 @@ class DownloadError(RuntimeError):
     """Fetching or verifying a weight file failed; the message is one line for the user."""
 
 
+class VerificationError(DownloadError):
+    """The hub was reached but the file did not match its size and hash (it was deleted)."""
+
+
 def manual_install_command(keys: Sequence[str]) -> str:
     """The git-lfs commands that fetch the repositories holding ``keys`` by hand."""
     clones: list[str] = []
@@ -154,7 +158,7 @@ def download_weight(key: str, *, out: TextIO | None = None) -> dict[str, Any]:
         got_size = target.stat().st_size
         target.unlink()
         expected = remote.sha256 or remote.blob_id or "unknown"
-        raise DownloadError(
+        raise VerificationError(
             f"{spec.filename} failed verification (got {got_size} bytes, sha256 {sha256[:16]}...; expected "
             f"{remote.size} bytes, hash {expected[:16]}...); the file was deleted, try again"
         )

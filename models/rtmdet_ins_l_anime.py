@@ -1,7 +1,8 @@
 # RTMDet-Ins-L with one class ("character"): the architecture of rtmdetl_e60.ckpt
 # (Hugging Face dreMaz/AnimeInstanceSegmentation), as a flat mmengine config (no _base_).
 #
-# inference/rtmdet.py uses this file when a checkpoint carries no usable embedded config.
+# inference/rtmdet.py uses this file when a checkpoint carries no usable embedded config; it is read, never
+# executed, by inference/rtmdet_config.py (plain literals and dict(...) only).
 # A model built from it has exactly the keys and shapes of the real file
 # (../shared/checkpoints/rtmdetl_e60.keys.json; tests/test_rtmdet.py checks it).
 #
@@ -71,7 +72,8 @@ model = dict(
 
 # Test-time input: long side resized to 640 keeping the aspect ratio (bilinear), padded
 # at the bottom and right to 640x640 with 114; BGR, normalised by the data_preprocessor.
-# inference/rtmdet.py implements these steps itself (det_size replaces 640).
+# inference/rtmdet.py implements these steps itself with mmcv's rounding (det_size replaces 640);
+# tests/test_rtmdet.py runs this very pipeline through mmdet as the reference.
 test_pipeline = [
     dict(type='LoadImageFromNDArray'),
     dict(type='Resize', scale=(640, 640), keep_ratio=True),

@@ -5,7 +5,8 @@ click; the right-hand panel (matte sliders, background, preview, downloads) is a
 ``st.fragment``, so moving a slider re-runs only that half.
 
 The choice of characters is derived on every run from the workspace's ordered
-step history (:mod:`studio.selection`); the click picture reports clicks as
+step history (:mod:`studio.workspace`, replayed by the engine's
+:class:`~inference.session.CutoutSession`); the click picture reports clicks as
 state with ids (:mod:`studio.canvas`), so a repeated or late update never
 counts twice and nothing here calls ``st.rerun``.
 """
@@ -83,6 +84,7 @@ def picture_source(ws: Workspace) -> None:
             help=limits.describe_limits(st.get_option("server.maxUploadSize")),
             on_change=_upload_changed,
         )
+        controls.watch_refused_uploads(key="upload_refused", on_refused=_upload_changed)
     with sample_col:
         st.selectbox(
             "…or try a sample",
@@ -238,14 +240,13 @@ def character_list(ws: Workspace) -> None:
     described = instances.describe()
     if cut.untouched and len(instances):
         st.caption("No clicks yet: every character is kept. Include-click one to keep only the ones you click.")
-    # The checkboxes show the derived choice, so their keys name the history they were drawn
-    # for: a new key (value = the choice) after every step. The server never writes a value
+    # The checkboxes show the derived choice, so their keys name the history revision they
+    # were drawn for: a new key (value = the choice) after every change. The server never writes a value
     # into a checkbox the browser already holds (that made a browser update sent while a run
     # was on its way read as a toggle: phantom steps that reverted clicks), and _toggle takes
     # each checkbox's change once.
-    steps = len(ws.entries)
     for index in range(len(instances)):
-        key = f"pick.{ws.generation}.{steps}.{index}"
+        key = f"pick.{ws.generation}.{ws.revision}.{index}"
         swatch, box = st.columns([1, 14], vertical_alignment="center")
         swatch.markdown(
             f"<div aria-hidden='true' style='width:1.1rem;height:1.1rem;border-radius:3px;"
@@ -261,6 +262,7 @@ def character_list(ws: Workspace) -> None:
             args=(ws.generation, index, key, index in chosen),
         )
     # Drawn after the checkboxes: when it shows the new count, the list above shows the new choice.
+    steps = len(ws.entries)
     st.caption(f"{steps} step{'s' if steps != 1 else ''} in the history" if steps else "No steps in the history yet.")
 
 

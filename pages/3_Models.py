@@ -7,6 +7,7 @@ import streamlit as st
 st.set_page_config(page_title="Nukki · Models", page_icon="🧠", layout="wide")
 
 from inference import model_cache, registry, weights  # noqa: E402
+from inference.detection_cache import SHARED_DETECTIONS  # noqa: E402
 from inference.segmenter import mmdet_available  # noqa: E402
 from studio import controls, session  # noqa: E402
 from studio.model_options import model_options, weight_rows  # noqa: E402
@@ -67,7 +68,7 @@ if missing:
                 break
         if any(ok for ok, _ in outcomes):
             model_cache.clear()  # models loaded before the new weights
-            st.cache_resource.clear()  # detections made before them
+            SHARED_DETECTIONS.clear()  # and the detections they made
         st.session_state[OUTCOMES_KEY] = outcomes
         st.rerun()  # redraw the table with the new status
     st.caption(

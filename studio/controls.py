@@ -75,6 +75,48 @@ def detection_controls(options: ModelOptions) -> DetectionSettings:
     return detection_settings(options)
 
 
+# ---------------------------------------------------------------------------- uploads the browser refuses
+_REFUSAL_JS = r"""
+const WATCHERS = new WeakMap();
+export default function (component) {
+  const { parentElement, setTriggerValue } = component;
+  const known = WATCHERS.get(parentElement);
+  if (known) { known.setTriggerValue = setTriggerValue; return known.cleanup; }
+  const column = parentElement.closest('[data-testid="stColumn"]') || document;
+  const uploader = column.querySelector('[data-testid="stFileUploader"]');
+  const state = { setTriggerValue, cleanup: () => {} };
+  WATCHERS.set(parentElement, state);
+  if (!uploader) return state.cleanup;
+  const refused = () => uploader.querySelectorAll('[data-testid="stFileChipIconError"]').length;
+  let seen = refused();
+  const observer = new MutationObserver(() => {
+    const now = refused();
+    if (now > seen) state.setTriggerValue("refused", now);
+    seen = now;
+  });
+  observer.observe(uploader, { subtree: true, childList: true });
+  state.cleanup = () => { observer.disconnect(); WATCHERS.delete(parentElement); };
+  return state.cleanup;
+}
+"""
+_refusal_watcher = None
+
+
+def watch_refused_uploads(*, key: str, on_refused) -> None:
+    """Call ``on_refused`` when the uploader drawn just before this (in the same column) refuses
+    a file in the browser (e.g. larger than ``server.maxUploadSize``).
+
+    Such a file never reaches the server, so no rerun would otherwise happen and an error
+    about an earlier upload would stay on screen next to the uploader's own message.
+    """
+    global _refusal_watcher
+    if _refusal_watcher is None:
+        _refusal_watcher = st.components.v2.component(
+            "nukki.refused_upload_watcher", html="<span></span>", js=_REFUSAL_JS, isolate_styles=False
+        )
+    _refusal_watcher(key=key, on_refused_change=on_refused, width="content", height="content")
+
+
 # ---------------------------------------------------------------------------- matte
 MATTE_KEYS = {
     "threshold": "keep.matte.threshold",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 
 from inference.composite import Background, composite_over, render_background
@@ -42,45 +41,12 @@ BACKGROUND_CHOICES = {
 }
 
 
-def preview_size(image_size: tuple[int, int], long_side: int = PREVIEW_LONG_SIDE) -> tuple[int, int]:
-    """``(h, w)`` of the preview of an ``(H, W)`` picture: long side at most ``long_side``, never enlarged."""
-    height, width = image_size
-    scale = min(1.0, long_side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def shrink(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-resize an ``(H, W)`` or ``(H, W, 3)`` array to ``size`` = ``(h, w)`` (a no-op when equal)."""
-    if array.shape[:2] == tuple(size):
-        return array
-    return cv2.resize(array, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-
-
 @dataclass(frozen=True, eq=False)
 class Preview:
     """The pictures the preview area shows, all ``(h, w, 3)`` uint8 RGB of one size."""
 
     before: np.ndarray
     after: np.ndarray
-
-
-def make_preview(
-    image: np.ndarray, cutout: Cutout, background: Background, *, long_side: int = PREVIEW_LONG_SIDE
-) -> Preview:
-    """The cutout over ``background``, at preview size.
-
-    A blurred-original background is blurred at preview size with the sigma
-    scaled down too, so it looks like the full-size composite will.
-    """
-    size = preview_size(image.shape[:2], long_side)
-    scale = size[1] / image.shape[1]
-    small_image = shrink(image, size)
-    small_alpha = np.clip(shrink(cutout.alpha, size), 0.0, 1.0)
-    small_fg = shrink(cutout.foreground, size)
-    if background.kind == "blur":
-        background = replace(background, blur_sigma=max(0.5, background.blur_sigma * scale))
-    backdrop = render_background(background, small_image)
-    return Preview(before=small_image, after=composite_over(small_fg, small_alpha, backdrop))
 
 
 @dataclass(frozen=True, eq=False)

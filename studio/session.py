@@ -23,6 +23,8 @@ PENDING_SAMPLE_KEY = "nukki.pending_sample"
 #: The Batch page's last result.
 BATCH_RESULT_KEY = "nukki.batch_result"
 KEEP_PREFIX = "keep."
+#: Set once a session has run through ``app.py``'s navigation (see :func:`keep_widget_state`).
+NAVIGATION_CHECKED_KEY = "nukki.navigation_checked"
 
 
 def workspace() -> Workspace:
@@ -32,8 +34,28 @@ def workspace() -> Workspace:
     return st.session_state[WORKSPACE_KEY]
 
 
+def _use_the_apps_navigation() -> None:
+    """Make sure ``app.py``'s ``st.navigation`` (Home, Cutout, Batch, Models) is in charge.
+
+    Until some run in the process has called ``st.navigation``, Streamlit treats an app
+    with a ``pages/`` folder the old way: a first visit straight to ``/Cutout`` after the
+    server starts runs the page on its own, with a sidebar whose first entry reads "app".
+    On a session's first run that run is stopped here and run again through ``app.py``;
+    later runs only switch the old way off (a rerun then could swallow a button press).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        if NAVIGATION_CHECKED_KEY not in st.session_state:
+            st.session_state[NAVIGATION_CHECKED_KEY] = True
+            st.rerun()
+    st.session_state[NAVIGATION_CHECKED_KEY] = True
+
+
 def keep_widget_state() -> None:
     """Carry ``keep.*`` widget values over page switches (call first thing on every page)."""
+    _use_the_apps_navigation()
     for key in list(st.session_state.keys()):
         if isinstance(key, str) and key.startswith(KEEP_PREFIX):
             st.session_state[key] = st.session_state[key]

@@ -78,6 +78,8 @@ def download_with_progress(key: str, progress: Progress, *, poll_s: float = 0.5)
         worker.join(poll_s)
     if failure:
         exc = failure[0]
+        if isinstance(exc, weight_install.VerificationError):
+            return DownloadOutcome(False, f"Could not download {key}: {exc}.", log.getvalue())
         if isinstance(exc, weight_install.DownloadError):
             return DownloadOutcome(False, offline_message(key, str(exc)), log.getvalue())
         return DownloadOutcome(False, f"Could not download {key}: {type(exc).__name__}: {exc}", log.getvalue())

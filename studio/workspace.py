@@ -66,6 +66,8 @@ class Workspace:
     generation: int = 0
     #: The ordered history of this picture's detection.
     entries: list[Entry] = field(default_factory=list)
+    #: Bumped by every change of the history (never repeats within a picture): names the checkboxes.
+    revision: int = 0
     #: Every click id taken in from the current click component (undone ones too).
     seen_clicks: set[str] = field(default_factory=set)
     #: Checkbox keys whose change became a toggle step (each counts once).
@@ -125,22 +127,27 @@ class Workspace:
             self.seen_clicks.add(click.id)
             self.entries.append(Entry(ClickStep(click.x, click.y, click.include), click.id))
             added += 1
+        self.revision += bool(added)
         return added
 
     def toggle(self, index: int, value: bool) -> None:
         self.entries.append(Entry(ToggleStep(index, value)))
+        self.revision += 1
 
     def set_all(self, value: bool) -> None:
         self.entries.append(Entry(SetAllStep(value)))
+        self.revision += 1
 
     def undo(self) -> bool:
         if not self.entries:
             return False
         self.entries.pop()
+        self.revision += 1
         return True
 
     def reset(self) -> None:
         self.entries.clear()
+        self.revision += 1
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -175,6 +182,7 @@ class Workspace:
                     except ValueError:
                         del self.entries[count - 1]
                         self.dropped_steps += 1
+                        self.revision += 1
                         break
                 else:  # pragma: no cover - the whole history replayed after all
                     return self.cut

@@ -373,6 +373,15 @@ def test_upload_click_slider_download_in_chromium(server, browser, tmp_path):
     idle(page)
     assert checked(page, 2) == [target]
     shot(page, "bad-upload")
+    # A file over the upload limit is refused by the browser itself: the old error must go.
+    too_big = tmp_path / "too big.png"
+    with too_big.open("wb") as handle:
+        handle.truncate(41 * 1024 * 1024)
+    page.locator("input[type=file]").first.set_input_files(str(too_big))
+    expect(page.get_by_text(re.compile("File must be 40.0MB or smaller"))).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text(re.compile("broken.png could not be opened"))).to_have_count(0, timeout=WAIT_MS)
+    idle(page)
+    assert checked(page, 2) == [target]
     # The error shifted the click picture down; a second include click adds the other character.
     rows, cols = np.nonzero(cv2.erode(scene.character_masks[other].astype(np.uint8), np.ones((15, 15), np.uint8)))
     click_picture(page, (int(np.median(cols)), int(np.median(rows))), (360, 640))
@@ -496,11 +505,10 @@ def test_switching_pictures_starts_a_fresh_selection(server, browser):
     page.close()
 
 
-def test_a_click_on_an_object_no_character_covers_adds_a_numbered_instance(tmp_path_factory, tmp_path):
+def test_a_click_on_an_object_no_character_covers_adds_a_numbered_instance(browser, tmp_path_factory, tmp_path):
     """With SAM 2 installed (the test checkpoint cuts out red), a click on a red ball adds character N+1."""
-    require_browser()
     pytest.importorskip("sam2")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from tests.sam2_fixtures import write_test_sam2_checkpoint
 
@@ -523,18 +531,16 @@ def test_a_click_on_an_object_no_character_covers_adds_a_numbered_instance(tmp_p
     write_test_sam2_checkpoint(models, colour=red)
     running = start_server(models, tmp_path / "streamlit.log")
     try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = chromium.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{running.url}/Cutout")
-            page.get_by_text("Upload a picture or choose a sample").wait_for(timeout=WAIT_MS)
-            open_picture(page, running, picture, characters)
-            click_picture(page, (600, 320), (360, 640))
-            settle(page, 1)
-            expect(checkbox(page, characters + 1)).to_be_checked(timeout=WAIT_MS)
-            assert checked(page, characters + 1) == [characters]
-            expect(page.get_by_text(f"Added character {characters + 1}")).to_be_visible()
-            chromium.close()
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(f"{running.url}/Cutout")
+        page.get_by_text("Upload a picture or choose a sample").wait_for(timeout=WAIT_MS)
+        open_picture(page, running, picture, characters)
+        click_picture(page, (600, 320), (360, 640))
+        settle(page, 1)
+        expect(checkbox(page, characters + 1)).to_be_checked(timeout=WAIT_MS)
+        assert checked(page, characters + 1) == [characters]
+        expect(page.get_by_text(f"Added character {characters + 1}")).to_be_visible()
+        page.close()
     finally:
         stop_server(running)
     assert_clean_log(running)

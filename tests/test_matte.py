@@ -126,6 +126,62 @@ def test_guided_filter_float_guide_equals_uint8_guide(small_scene):
     np.testing.assert_allclose(from_uint8, from_float, atol=1e-5)
 
 
+def _two_discs(shape: tuple[int, int]) -> np.ndarray:
+    """A 0/1 map with a soft-edged disc inside and one cut by the top-left border, float32."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    inner = np.hypot(yy - shape[0] * 0.6, xx - shape[1] * 0.7) - 30.0
+    corner = np.hypot(yy - 5.0, xx - 3.0) - 22.0
+    return np.clip(0.5 - np.minimum(inner, corner) / 3.0, 0.0, 1.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("radius", [1, 2.5, 4, 8])
+def test_guided_filter_near_edges_is_the_guided_filter_where_it_matters(scene, radius):
+    from inference.guided_filter import Guide, guided_filter_near_edges, guided_filter_with
+
+    p = _two_discs(scene.image.shape[:2])
+    expected = guided_filter_with(Guide(scene.image), p, radius, 1e-4)
+    got = guided_filter_near_edges(scene.image, p, radius, 1e-4)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    changed = np.abs(expected - p) > 1e-3
+    assert changed.any() and changed.mean() < 0.2  # a real edge, and most tiles could be skipped
+
+
+def test_add_guided_filter_of_changes_is_the_filter_of_the_changed_map(scene):
+    from inference.guided_filter import Guide, add_guided_filter_of_changes, guided_filter_with
+
+    rng = np.random.default_rng(3)
+    p = _two_discs(scene.image.shape[:2])
+    for pieces in (3, 40):  # a few boxes, and more than the piece limit (one box around all)
+        changed = np.zeros(p.shape, bool)
+        for y, x in zip(rng.integers(0, p.shape[0] - 4, pieces), rng.integers(0, p.shape[1] - 4, pieces)):
+            changed[y : y + 3, x : x + 4] = True
+        changed[-2:, -3:] = True  # one at the corner (mirrored border)
+        delta = rng.uniform(-1, 1, p.shape).astype(np.float32)
+        out = guided_filter_with(Guide(scene.image), p, 3, 1e-3)
+        add_guided_filter_of_changes(out, scene.image, delta, changed, 3, 1e-3)
+        expected = guided_filter_with(Guide(scene.image), p + np.where(changed, delta, 0).astype(np.float32), 3, 1e-3)
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_refine_alpha_with_islands_and_holes_is_the_filter_of_the_cleaned_ramp(scene):
+    # The guided filter runs beside the island and hole steps and is corrected afterwards:
+    # the result must be the filter of the ramp with the cleaned mask written in.
+    prior = refine_net_like(scene.alpha, long_side=200)
+    prior[100:103, 300:304] = 0.0  # a hole in the character (if it is there) ...
+    prior[20:23, 20:23] = 1.0  # ... and a speck far from it
+    settings = MatteSettings(strands=False, min_island_area=16, max_hole_area=64)
+    mask = prior >= 0.5
+    cleaned = fill_small_holes(remove_small_regions(mask, 16), 64)
+    assert (cleaned != mask).sum() >= 9
+    ramp = np.clip((prior - 0.5) / matte.PRIOR_RAMP + 0.5, 0, 1).astype(np.float32)
+    ramp[cleaned != mask] = cleaned[cleaned != mask]
+    expected = np.clip(guided_filter(scene.image, ramp, 4, 1e-4), 0, 1)
+    got, report = matte.refine_alpha_with_report(scene.image, prior, settings)
+    assert report.islands_removed >= 1
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert got[20:23, 20:23].max() == 0.0
+
+
 def test_guided_filter_known_answers():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)

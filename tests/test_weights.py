@@ -604,3 +604,48 @@ def test_real_isnetis_with_python_objects_needs_trust_through_every_door(
         assert isinstance(recorded, AnimeSegRefiner) and recorded.model.side1.bias.item() == 0.75
     finally:
         model_cache.clear()
+
+
+# ----------------------------------------------------------------------------------------- studio download
+
+
+def test_studio_download_reports_progress_installs_and_verifies(tmp_path: Path, models: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio.weight_download import download_with_progress
+
+    hub = _FakeHub(_fake_files(tmp_path))
+    hub.install(monkeypatch)
+    seen: list[tuple[float, str]] = []
+    outcome = download_with_progress("sam2", lambda fraction, text: seen.append((fraction, text)), poll_s=0.01)
+    assert outcome.ok and outcome.message.startswith("sam2 installed and verified")
+    assert "sam2: ok" in outcome.log
+    assert seen[-1][0] == 1.0 and seen[-1][1].endswith("verified")
+    assert all(0.0 <= fraction <= 1.0 for fraction, _ in seen)
+    assert weight_install.weight_status("sam2").state == "verified"
+
+
+def test_studio_download_offline_says_so_and_gives_the_manual_way(models: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio.weight_download import download_with_progress
+
+    def offline(*_: object, **__: object) -> None:
+        raise huggingface_hub.errors.OfflineModeIsEnabled("offline mode is enabled")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", offline)
+    outcome = download_with_progress("sam2-small", lambda *_: None)
+    assert not outcome.ok
+    assert outcome.message.startswith("Could not download sam2-small: could not reach huggingface.co/facebook/")
+    assert "classic segmenter" in outcome.message
+    assert "git clone https://huggingface.co/facebook/sam2.1-hiera-small" in outcome.message
+    assert not weights.is_installed("sam2-small")
+
+
+def test_studio_download_that_fails_verification_is_reported(tmp_path: Path, models: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio.weight_download import download_with_progress
+
+    _FakeHub(_fake_files(tmp_path), reported_sha256={"isnetis.ckpt": "cd" * 32}).install(monkeypatch)
+    outcome = download_with_progress("animeseg", lambda *_: None, poll_s=0.01)
+    assert not outcome.ok and outcome.message.startswith("Could not download animeseg: isnetis.ckpt failed verification")
+    assert "offline" not in outcome.message  # the hub was reached: not a network problem
+    assert not weights.weight_path("animeseg").exists() and weights.read_lock() == {}
