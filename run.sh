@@ -2,6 +2,7 @@
 # Nukki's one-command entry point on a fresh machine.
 #
 #   ./run.sh app     set up (first time only) and launch the Streamlit studio
+#   ./run.sh api     set up (first time only) and serve the HTTP API on 127.0.0.1:8000
 #   ./run.sh test    set up (first time only, with test tools) and run the whole test suite
 #   ./run.sh setup   only set up the virtual environment
 #
@@ -110,11 +111,15 @@ case "${1:-app}" in
   app)
     setup 0
     shift || true
+    # glibc's per-thread malloc arenas let a long-running server hold freed memory; two arenas keep
+    # RSS flat across rounds of users (bench/app_memory.py).
+    export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
     exec "$VENV/bin/python" -m streamlit run app.py "$@"
     ;;
   api)
     # The HTTP API on NUKKI_API_HOST:NUKKI_API_PORT (default 127.0.0.1:8000); docs at /docs.
     setup 0
+    export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
     exec "$VENV/bin/python" -m api
     ;;
   test)
@@ -125,7 +130,7 @@ case "${1:-app}" in
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)
-    echo "usage: ./run.sh [app|test|setup] [extra arguments]" >&2
+    echo "usage: ./run.sh [app|api|test|setup] [extra arguments]" >&2
     exit 2
     ;;
 esac

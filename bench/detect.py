@@ -83,8 +83,7 @@ def build_model(box: tuple[int, int], det_size: int, keep: int) -> torch.nn.Modu
     from mmengine.config import Config
 
     from inference import rtmdet
-    from inference.rtmdet_config import DEFAULT_CONFIG_PATH, read_config_literals
-    from tests.rtmdet_rigging import set_fixed_box_predictions
+    from tests.rtmdet_rigging import reference_test_pipeline_steps, set_fixed_box_predictions
 
     torch.manual_seed(0)
     model = rtmdet.build_detector(rtmdet.load_model_config())
@@ -94,15 +93,7 @@ def build_model(box: tuple[int, int], det_size: int, keep: int) -> torch.nn.Modu
         padding_logit=-3.0,
     )
     model.bbox_head.test_cfg["max_per_img"] = keep
-    pipeline = []
-    for step in read_config_literals(DEFAULT_CONFIG_PATH.read_text())["test_pipeline"]:
-        step = dict(step)
-        if step["type"] == "Resize":
-            step["scale"] = (det_size, det_size)
-        if step["type"] == "Pad":
-            step["size"] = (det_size, det_size)
-        step["type"] = "mmdet." + step["type"]
-        pipeline.append(step)
+    pipeline = reference_test_pipeline_steps(det_size)
     model.cfg = Config(dict(test_dataloader=dict(dataset=dict(pipeline=pipeline))))
     return model.eval()
 

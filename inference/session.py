@@ -67,7 +67,7 @@ __all__ = [  # the session's names, including those re-exported from the modules
     "ClickStep", "ToggleStep", "SetAllStep", "RuleStep", "Step", "StepResult", "StepError", "CutoutSession", "EXPORT_KINDS",
 ]
 #: Renders a session remembers (preview and full quality of the last few choices).
-RENDERS_KEPT = 4
+RENDERS_KEPT = 2
 #: What :meth:`CutoutSession.export` writes.
 EXPORT_KINDS = ("cutout", "mask", "composite", "layers")
 #: How to get SAM 2 when the model cache cannot say it.

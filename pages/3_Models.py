@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-st.set_page_config(page_title="Nukki · Models", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="Nukki · Models", page_icon=":material/memory:", layout="wide")
 
 from inference import model_cache, registry, weights  # noqa: E402
 from inference.detection_cache import SHARED_DETECTIONS  # noqa: E402

@@ -11,12 +11,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from inference.rtmdet_config import load_model_config
+from inference.rtmdet_config import DEFAULT_CONFIG_PATH, load_model_config, read_config_literals
 
 #: RTMDet-Ins-tiny widths, for fast end-to-end forwards.
 TINY = dict(deepen=0.167, widen=0.375, neck_in=[96, 192, 384], width=96, csp=1)
 #: RTMDet-Ins-L, the real model.
 LARGE = dict(deepen=1, widen=1, neck_in=[256, 512, 1024], width=256, csp=3)
+
+
+def reference_test_pipeline_steps(det_size: int) -> list[dict]:
+    """mmdet's test-pipeline steps of the project config at ``det_size`` (as CartoonSegmentation's
+    ``set_detect_size`` sets them), with mmdet's scope on each type, ready for ``Compose`` or ``model.cfg``."""
+    steps = []
+    for step in read_config_literals(DEFAULT_CONFIG_PATH.read_text())["test_pipeline"]:
+        step = dict(step)
+        if step["type"] == "Resize":
+            step["scale"] = (det_size, det_size)
+        if step["type"] == "Pad":
+            step["size"] = (det_size, det_size)
+        step["type"] = "mmdet." + step["type"]
+        steps.append(step)
+    return steps
 
 
 def model_config(size: dict = TINY) -> dict:

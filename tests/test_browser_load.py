@@ -1,7 +1,7 @@
 """Eight people at once: eight Chromium sessions against one ``streamlit run`` server.
 
 Each session opens a bundled sample, makes include/exclude clicks, changes the preview's
-view and presses "RGBA PNG" while that rerun runs, in two rounds, with all eight
+view and presses "RGBA PNG" once its page has settled, in two rounds, with all eight
 sessions' clicks and downloads interleaved (nobody waits for anybody else). Asserts: every download arrives and decodes and
 holds exactly the engine's cutout of the characters that session chose (the
 engine's own :class:`~inference.session.CutoutSession` replaying the same clicks is
@@ -34,6 +34,7 @@ from tests.test_browser import (
     assert_clean_log,
     checked,
     click_picture,
+    idle,
     open_picture,
     plan_clicks,
     require_browser,
@@ -114,11 +115,13 @@ def test_eight_sessions_click_and_download_at_once(load_server, tmp_path):
                     settle(page, user["steps"])
                     assert checked(page, user["count"]) == plan[-1][2], f"{user['name']}: selection not as clicked"
                     assert preview_loaded(page), f"{user['name']}: broken preview"
-            # Everybody changes the view (a preview rerun) and at once downloads, while it runs.
+            # Everybody changes the view (eight preview reruns at once), then downloads as soon as
+            # their own page has settled, while the others may still run.
             for user in users:
-                page = user["page"]
-                page.get_by_text("Before | after" if round_ == 0 else "Side by side", exact=True).click()
-                page.get_by_role("button", name="RGBA PNG").click()
+                user["page"].get_by_text("Before | after" if round_ == 0 else "Side by side", exact=True).click()
+            for user in users:
+                idle(user["page"])
+                user["page"].get_by_role("button", name="RGBA PNG").click()
             for user in users:
                 page = user["page"]
                 deadline = 0

@@ -28,8 +28,7 @@ from mmengine.registry import DefaultScope
 from inference import rtmdet
 from inference.instances import Instances
 from inference.rtmdet import CheckpointError, DecodeSettings, RTMDetSegmenter
-from inference.rtmdet_config import DEFAULT_CONFIG_PATH, read_config_literals
-from tests.rtmdet_rigging import LARGE, TINY, model_config, set_fixed_box_predictions
+from tests.rtmdet_rigging import LARGE, TINY, model_config, reference_test_pipeline_steps, set_fixed_box_predictions
 from tests.scenes import make_scene
 
 pytestmark = [
@@ -233,15 +232,7 @@ def rigged_segmenter(rigged_model: torch.nn.Module) -> RTMDetSegmenter:
 
 def mmdet_test_pipeline(det_size: int) -> Compose:
     """mmdet's own test pipeline of the project config at ``det_size`` (as CartoonSegmentation's ``set_detect_size``)."""
-    steps = []
-    for step in read_config_literals(DEFAULT_CONFIG_PATH.read_text())["test_pipeline"]:
-        step = dict(step)
-        if step["type"] == "Resize":
-            step["scale"] = (det_size, det_size)
-        if step["type"] == "Pad":
-            step["size"] = (det_size, det_size)
-        step["type"] = "mmdet." + step["type"]
-        steps.append(step)
+    steps = reference_test_pipeline_steps(det_size)
     with DefaultScope.overwrite_default_scope("mmdet"):
         return Compose(steps)
 
