@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     matte.add_argument("--guided-eps", type=float, default=defaults.guided_eps)
     matte.add_argument("--feather", type=float, default=defaults.feather, help="edge feathering (px)")
     matte.add_argument("--no-decontaminate", action="store_true", help="keep the original edge colours")
+    matte.add_argument(
+        "--no-strands", action="store_true", help="drop thin structures (hair strands) below the threshold"
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--backend", choices=BACKENDS, default="auto")
     model.add_argument("--refine", choices=REFINERS, default="none")
@@ -200,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             guided_eps=args.guided_eps,
             feather=args.feather,
             decontaminate=not args.no_decontaminate,
+            strands=not args.no_strands,
             fast=False,
         )
         settings = DetectionSettings(

@@ -189,6 +189,9 @@ def create_app(config: ApiConfig | None = None, *, service: CutoutService | None
         decontaminate: Annotated[bool, Form(description="re-estimate edge colours (no halo)")] = (
             _DEFAULTS.decontaminate
         ),
+        strands: Annotated[bool, Form(description="keep thin structures (hair strands) below the threshold")] = (
+            _DEFAULTS.strands
+        ),
         background: Annotated[
             str | None,
             Form(description="`transparent` (png default), `blur`, or a colour: `white`, `black`, `#rrggbb`"),
@@ -230,6 +233,7 @@ def create_app(config: ApiConfig | None = None, *, service: CutoutService | None
                     guided_eps=guided_eps,
                     feather=feather,
                     decontaminate=decontaminate,
+                    strands=strands,
                     fast=False,
                 )
             except ValueError as exc:

@@ -38,6 +38,7 @@ so only the combination rule is measured).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -48,11 +49,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from picture_size import parse_picture_size  # noqa: E402
 from tests.scenes import make_scene  # noqa: E402
 
 SCORE_THRESHOLD = 0.3
@@ -60,13 +63,7 @@ SCORE_THRESHOLD = 0.3
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"1920x1080"`` -> ``(H, W)``."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if width < 32 or height < 32:
-        raise argparse.ArgumentTypeError(f"expected a picture of at least 32x32, got {text!r}")
-    return height, width
+    return parse_picture_size(text, minimum=32)
 
 
 def picture(size: tuple[int, int], seed: int) -> np.ndarray:
@@ -120,8 +117,10 @@ def time_interleaved(args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     model = build_model(args.box, args.det_size, args.keep)
+    # Nukki moves its network to the channels-last layout; the reference keeps mmdet's own copy.
     segmenter = RTMDetSegmenter.from_model(
-        model, det_size=args.det_size, score_threshold=SCORE_THRESHOLD, max_instances=args.keep, device="cpu"
+        copy.deepcopy(model), det_size=args.det_size, score_threshold=SCORE_THRESHOLD, max_instances=args.keep,
+        device="cpu",
     )
     print(f"RTMDet-Ins-L (random weights, rigged), det_size {args.det_size}, at most {args.keep} instances; "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); set-up {time.perf_counter() - started:.1f} s")

@@ -26,23 +26,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
 
 from inference.device import resolve_device
 from inference.instances import Click
+from picture_size import parse_picture_size
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"1920x1080"`` -> ``(H, W)``."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if width < 16 or height < 16:
-        raise argparse.ArgumentTypeError(f"expected a picture of at least 16x16, got {text!r}")
-    return height, width
+    return parse_picture_size(text, minimum=16)
 
 
 def _picture(height: int, width: int) -> np.ndarray:

@@ -660,7 +660,10 @@ class RTMDetNetwork:
         self.device = resolve_device(device)
         # fp16 on CUDA is the project-wide rule (inference.device); the reference runs float32.
         self.half_precision = use_half_precision(self.device) if half_precision is None else bool(half_precision)
-        self.model = model.to(self.device).eval()
+        # Channels-last memory layout: the same convolutions, about 9 % less forward time on
+        # 2 CPU cores at 640 (0.60 -> 0.55 s, RTMDet-Ins-L); logits move by float rounding only
+        # (max 1.2e-6 on random weights), so masks stay equal to the reference's.
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.config_origin = origin
         preprocessor = model.data_preprocessor
         # bgr_to_rgb=True means the network wants RGB (mmdet flips its BGR-loaded input); else BGR.
@@ -707,7 +710,7 @@ class RTMDetNetwork:
         """Backbone, neck and head on a ``(B, 3, S, S)`` batch; outputs float32 on the CPU."""
         autocast = torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.half_precision)
         with self._forward_lock, torch.inference_mode(), autocast:
-            features = self.model.extract_feat(batch)
+            features = self.model.extract_feat(batch.contiguous(memory_format=torch.channels_last))
             cls_scores, bbox_preds, kernel_preds, mask_feat = self.model.bbox_head(features)
         return HeadOutputs(
             tuple(t.float().cpu() for t in cls_scores),

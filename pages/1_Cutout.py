@@ -26,7 +26,7 @@ from inference.overlay import draw_instance_overlay, instance_colors  # noqa: E4
 from inference.pipeline import shrink_image  # noqa: E402
 from inference.segmenter import ModelUnavailable  # noqa: E402
 from inference.session import CutoutSession  # noqa: E402
-from studio import assets, canvas, controls, errors, limits, session  # noqa: E402
+from studio import assets, canvas, controls, download_hold, errors, limits, session  # noqa: E402
 from studio.model_options import model_options  # noqa: E402
 from studio.preview import (  # noqa: E402
     PREVIEW_LONG_SIDE,
@@ -339,11 +339,14 @@ def downloads_panel() -> None:
     way finds nothing ("Deferred file not found"). Slider and background changes rerun
     only the preview fragment, not this one, so the buttons keep their ids while someone
     tunes; the file is made when the button is pressed, from the settings the preview
-    shows at that moment (the workspace's ``export_matte``/``export_background``).
+    shows at that moment (the workspace's ``export_matte``/``export_background``). The file
+    made on a press is held for this session (:mod:`studio.download_hold`), so other
+    people's reruns cannot delete it before the browser fetches it.
     """
     ws = session.workspace()
     if ws.picture is None or ws.cut is None:
         return
+    download_hold.hold_generated_downloads_in_this_server()
     cut = ws.sync()
     stem = cut.picture.stem
     trim = st.checkbox("Trim PNG to the characters", key="keep.trim")

@@ -126,6 +126,7 @@ MATTE_KEYS = {
     "max_hole_area": "keep.matte.max_hole_area",
     "feather": "keep.matte.feather",
     "decontaminate": "keep.matte.decontaminate",
+    "strands": "keep.matte.strands",
 }
 
 _EPS_STEPS = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
@@ -185,6 +186,11 @@ def matte_controls() -> MatteSettings:
         st.checkbox(
             "Clean edge colours", key=MATTE_KEYS["decontaminate"],
             help="Re-estimates the colour of half-transparent edge pixels so the old background does not halo.",
+        )
+        st.checkbox(
+            "Keep hair strands", key=MATTE_KEYS["strands"],
+            help="Keeps thin structures (hair strands, props) that the mask only half covers where the "
+            "picture's colours show them; off cuts strictly at the threshold.",
         )
         st.button("Matte defaults", on_click=_reset_matte, help="Put every matte slider back to its default.")
     return matte_settings()

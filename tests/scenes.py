@@ -141,6 +141,23 @@ def _draw_character(
             cv2.polylines(thin_cover, [strand], False, 255, width)
 
 
+def _layer_over(
+    image: np.ndarray, fg_total: np.ndarray, fg: np.ndarray, cover: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Put one supersampled character layer over ``image`` (float RGB at ``size`` = ``(W, H)``).
+
+    ``fg`` (uint8 RGB) and ``cover`` (uint8 coverage) are drawn at the supersampled size; they
+    are area-averaged down, so the layer's alpha is its exact coverage. Returns the new
+    image, the running true foreground colour and the layer's ``(H, W)`` float32 alpha.
+    """
+    alpha = cv2.resize(cover, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    premult = cv2.resize(fg.astype(np.float32) * (cover[:, :, None] / 255.0), size, interpolation=cv2.INTER_AREA)
+    colour = premult / np.maximum(alpha[:, :, None], 1e-6)
+    image = image * (1 - alpha[:, :, None]) + premult
+    fg_total = np.where(alpha[:, :, None] > 0, colour, fg_total)
+    return image, fg_total, alpha
+
+
 def make_scene(
     n_characters: int = 2,
     background: str = "flat",
@@ -175,13 +192,7 @@ def make_scene(
         cy = int(height * 0.56) + int(rng.integers(-height // 20, height // 20 + 1))
         _draw_character(fg, cover, cx, cy, char_size, i + seed, rng, thin_cover)
         thin |= _thin_pixels(thin_cover, cover, (width, height))
-        alpha = cv2.resize(cover, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-        premult = cv2.resize(
-            fg.astype(np.float32) * (cover[:, :, None] / 255.0), (width, height), interpolation=cv2.INTER_AREA
-        )
-        colour = premult / np.maximum(alpha[:, :, None], 1e-6)
-        image = image * (1 - alpha[:, :, None]) + premult
-        fg_total = np.where(alpha[:, :, None] > 0, colour, fg_total)
+        image, fg_total, alpha = _layer_over(image, fg_total, fg, cover, (width, height))
         alphas.append(alpha)
     union = np.clip(np.sum(alphas, axis=0), 0, 1).astype(np.float32)
     return Scene(
@@ -375,13 +386,7 @@ def make_strand_scene(
         staff_width = rng.uniform(1.5, 2.0) * s
         for target, value in ((fg, staff_colour), (cover, 255), (thin_cover, 255)):
             _tapered(target, p, np.array([staff_width]), value)
-        alpha = cv2.resize(cover, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-        premult = cv2.resize(
-            fg.astype(np.float32) * (cover[:, :, None] / 255.0), (width, height), interpolation=cv2.INTER_AREA
-        )
-        colour = premult / np.maximum(alpha[:, :, None], 1e-6)
-        image = image * (1 - alpha[:, :, None]) + premult
-        fg_total = np.where(alpha[:, :, None] > 0, colour, fg_total)
+        image, fg_total, alpha = _layer_over(image, fg_total, fg, cover, (width, height))
         alphas.append(alpha)
         thin |= _thin_pixels(thin_cover, cover, (width, height))
     union = np.clip(np.sum(alphas, axis=0), 0, 1).astype(np.float32)

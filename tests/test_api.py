@@ -147,7 +147,7 @@ def test_docs_and_openapi_are_served(client):
     fields = set(form["properties"])
     assert fields == {
         "image", "select", "points", "threshold", "min_island", "max_hole", "guided_radius",
-        "guided_eps", "feather", "decontaminate", "background", "trim", "format",
+        "guided_eps", "feather", "decontaminate", "strands", "background", "trim", "format",
         "backend", "refine", "tta", "prompt_model", "background_image", "fit",
     }
     assert form["required"] == ["image"]
@@ -374,9 +374,10 @@ def test_file_names_outside_ascii(client, duo):
             ["--threshold", "0.4", "--min-island", "0", "--max-hole", "64", "--guided-radius", "2",
              "--guided-eps", "0.001", "--feather", "1.5", "--no-decontaminate"],
         ),
+        ({"strands": False}, ["--no-strands"]),
         ({"select": "1", "points": "POINTS"}, ["--select", "1", "--points", "POINTS"]),
     ],
-    ids=["defaults", "largest-trim", "matte-settings", "select-points"],
+    ids=["defaults", "largest-trim", "matte-settings", "no-strands", "select-points"],
 )
 def test_png_equals_the_command_line_output(client, trio, tmp_path, monkeypatch, fields, argv):
     import extract

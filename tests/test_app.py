@@ -449,6 +449,7 @@ def test_every_setting_that_changes_the_download_changes_the_preview(cutout_page
         ("keep.matte.feather", 1.5, "slider"),
         ("keep.matte.threshold", 0.7, "slider"),
         ("keep.matte.guided_eps", 1e-2, "select_slider"),
+        ("keep.matte.strands", False, "checkbox"),
     ]
     before_preview = preview_picture(at)
     before_file = np.asarray(decode(download(at, media, "dl_png")))
