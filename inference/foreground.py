@@ -30,16 +30,6 @@ def nonzero_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | No
 FOREGROUND_RADII = (32, 8, 2, 1)
 
 
-def foreground_radii(scale: float = 1.0) -> tuple[int, ...]:
-    """:data:`FOREGROUND_RADII` for a picture shrunk by ``scale`` (a preview's ``MatteSettings.scale``).
-
-    Each radius is scaled and rounded (at least 1), so a preview cleans its edge colours over
-    the same part of the picture as the download does.
-    """
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"expected scale in (0, 1], got {scale!r}")
-    return tuple(max(1, round(radius * scale)) for radius in FOREGROUND_RADII)
-
 #: Blur-fusion boxes of at least this radius run on a grid ``radius // 2`` (at most 8) times coarser.
 _GRID_MIN_RADIUS = 8
 

@@ -676,15 +676,6 @@ def test_islands_remove_coloured_specks_but_not_strands_attached_to_the_characte
     assert drop[14:26, 40].min() > 0.35
 
 
-def test_foreground_radii_scale_with_the_preview():
-    from inference.foreground import foreground_radii
-
-    assert foreground_radii() == FOREGROUND_RADII
-    assert foreground_radii(0.25) == (8, 2, 1, 1)
-    with pytest.raises(ValueError, match="expected"):
-        foreground_radii(0.0)
-
-
 # ---------------------------------------------------------------------------- the competitor baseline
 def test_nuggy_baseline_gray_guided_filter_matches_ximgproc(small_scene):
     from bench.nuggy import gray_guided_filter
