@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from inference import registry, segmenter, weights
 from inference.errors import ModelUnavailable
+from inference.once_cache import OnceCache
 from inference.segmenter import BackendChoice, DetectionSettings, Refiner, Segmenter
 
 if TYPE_CHECKING:
@@ -39,61 +39,7 @@ ENTRIES_PER_ROLE = 2
 PROMPTERS = ("auto", "classic", *registry.options_for("prompt"))
 
 
-class ModelCache:
-    """A bounded, thread-safe map from a key to a loaded model, loading each key once.
-
-    Args:
-        max_entries: models kept; the least recently used is dropped beyond this.
-    """
-
-    def __init__(self, max_entries: int) -> None:
-        if max_entries < 1:
-            raise ValueError(f"expected max_entries >= 1, got {max_entries}")
-        self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading: dict[Hashable, threading.Lock] = {}
-
-    def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
-        """The model cached under ``key``, calling ``load()`` once if it is not there.
-
-        Concurrent callers with the same key wait for one ``load``; a ``load`` that
-        raises caches nothing (the next call tries again).
-        """
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-            key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._entries:
-                    self._entries.move_to_end(key)
-                    return self._entries[key]
-            try:
-                value = load()
-            finally:
-                with self._lock:
-                    self._loading.pop(key, None)
-            with self._lock:
-                self._entries[key] = value
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
-            return value
-
-    def keys(self) -> list[Hashable]:
-        """Cached keys, least recently used first."""
-        with self._lock:
-            return list(self._entries)
-
-    def clear(self) -> None:
-        """Forget every model (they are freed once no caller holds them)."""
-        with self._lock:
-            self._entries.clear()
-
-
-_CACHES = {role: ModelCache(ENTRIES_PER_ROLE) for role in registry.ROLES}
+_CACHES: dict[str, OnceCache] = {role: OnceCache(ENTRIES_PER_ROLE) for role in registry.ROLES}
 _CLASSIC_LOCK = threading.Lock()
 _CLASSIC: dict[str, Any] = {}
 

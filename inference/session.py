@@ -151,7 +151,7 @@ class CutoutSession:
         with self._lock:
             if self._detection is None:
                 key = (self.picture.digest, settings_key(self.settings))
-                self._detection = self._detections.get_or_detect(key, lambda: _detect(self.picture, self.settings))
+                self._detection = self._detections.get(key, lambda: _detect(self.picture, self.settings))
             return self._detection
 
     def _prompter_now(self) -> PointPrompter:

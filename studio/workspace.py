@@ -24,7 +24,7 @@ import numpy as np
 from inference.composite import Background
 from inference.matte import MatteSettings
 from inference.picture import Picture
-from inference.session import ClickStep, CutoutSession, SetAllStep, Step, ToggleStep
+from inference.session import ClickStep, CutoutSession, SetAllStep, Step, StepError, ToggleStep
 from studio.canvas import PictureClick
 
 #: Cutouts remembered per session (previews of recent choices and settings).
@@ -174,18 +174,10 @@ class Workspace:
             try:
                 self.cut.set_steps(self.steps)
                 return self.cut
-            except ValueError:
-                # Find the first step the engine refuses and drop it.
-                for count in range(len(self.entries) + 1):
-                    try:
-                        self.cut.set_steps(self.steps[:count])
-                    except ValueError:
-                        del self.entries[count - 1]
-                        self.dropped_steps += 1
-                        self.revision += 1
-                        break
-                else:  # pragma: no cover - the whole history replayed after all
-                    return self.cut
+            except StepError as refused:  # the engine names the refused step: drop exactly it
+                del self.entries[refused.index]
+                self.dropped_steps += 1
+                self.revision += 1
 
     # ------------------------------------------------------------------ memo
     def remembered_preview(self, key: tuple):

@@ -141,6 +141,20 @@ def _draw_character(
             cv2.polylines(thin_cover, [strand], False, 255, width)
 
 
+def _finished_scene(
+    image: np.ndarray, alphas: list[np.ndarray], fg_total: np.ndarray, bg: np.ndarray, thin: np.ndarray
+) -> Scene:
+    """The :class:`Scene` of float layers composited by :func:`_layer_over` (rounded to uint8)."""
+    return Scene(
+        image=np.clip(image + 0.5, 0, 255).astype(np.uint8),
+        alpha=np.clip(np.sum(alphas, axis=0), 0, 1).astype(np.float32),
+        character_alphas=tuple(alphas),
+        foreground=np.clip(fg_total + 0.5, 0, 255).astype(np.uint8),
+        background=bg,
+        thin=thin,
+    )
+
+
 def _layer_over(
     image: np.ndarray, fg_total: np.ndarray, fg: np.ndarray, cover: np.ndarray, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -194,15 +208,7 @@ def make_scene(
         thin |= _thin_pixels(thin_cover, cover, (width, height))
         image, fg_total, alpha = _layer_over(image, fg_total, fg, cover, (width, height))
         alphas.append(alpha)
-    union = np.clip(np.sum(alphas, axis=0), 0, 1).astype(np.float32)
-    return Scene(
-        image=np.clip(image + 0.5, 0, 255).astype(np.uint8),
-        alpha=union,
-        character_alphas=tuple(alphas),
-        foreground=np.clip(fg_total + 0.5, 0, 255).astype(np.uint8),
-        background=bg,
-        thin=thin,
-    )
+    return _finished_scene(image, alphas, fg_total, bg, thin)
 
 
 def _thin_pixels(thin_cover: np.ndarray, cover: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -389,12 +395,4 @@ def make_strand_scene(
         image, fg_total, alpha = _layer_over(image, fg_total, fg, cover, (width, height))
         alphas.append(alpha)
         thin |= _thin_pixels(thin_cover, cover, (width, height))
-    union = np.clip(np.sum(alphas, axis=0), 0, 1).astype(np.float32)
-    return Scene(
-        image=np.clip(image + 0.5, 0, 255).astype(np.uint8),
-        alpha=union,
-        character_alphas=tuple(alphas),
-        foreground=np.clip(fg_total + 0.5, 0, 255).astype(np.uint8),
-        background=bg,
-        thin=thin,
-    )
+    return _finished_scene(image, alphas, fg_total, bg, thin)

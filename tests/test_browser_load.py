@@ -19,7 +19,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from inference.matte import MatteSettings
@@ -37,27 +36,16 @@ from tests.test_browser import (
     idle,
     open_picture,
     plan_clicks,
-    require_browser,
+    server,  # noqa: F401  (the module-scoped streamlit server fixture, with a clean-log check)
     set_mode,
     settle,
     shot_on_failure,
-    start_server,
-    stop_server,
 )
 
 SESSIONS = 8
 ROUNDS = 2
 CLICKS_PER_ROUND = 2
 PICTURES = [("trio-gradient.png", 3), ("duo-flat.png", 2), ("duo-cool.png", 2)]
-
-
-@pytest.fixture(scope="module")
-def load_server(tmp_path_factory):
-    require_browser()
-    models = tmp_path_factory.mktemp("models")
-    running = start_server(models, tmp_path_factory.mktemp("server") / "streamlit.log")
-    yield running
-    stop_server(running)
 
 
 def plan_keeping_someone(oracle: CutoutSession, rng: random.Random, count: int):
@@ -77,7 +65,7 @@ def preview_loaded(page) -> bool:
     )
 
 
-def test_eight_sessions_click_and_download_at_once(load_server, tmp_path):
+def test_eight_sessions_click_and_download_at_once(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     rng = random.Random(3)
@@ -92,11 +80,11 @@ def test_eight_sessions_click_and_download_at_once(load_server, tmp_path):
             users.append({"page": page, "name": name, "count": count, "oracle": oracle, "steps": 0, "files": []})
             page.on("download", lambda download, user=users[-1]: user["files"].append(download))
         for user in users:
-            user["page"].goto(f"{load_server.url}/Cutout")
+            user["page"].goto(f"{server.url}/Cutout")
         for user in users:
             page = user["page"]
             page.get_by_text("Upload a picture or choose a sample").wait_for(timeout=WAIT_MS)
-            open_picture(page, load_server, SAMPLES / user["name"], user["count"])
+            open_picture(page, server, SAMPLES / user["name"], user["count"])
 
         for round_ in range(ROUNDS):
             plans = [plan_keeping_someone(user["oracle"], rng, CLICKS_PER_ROUND) for user in users]
@@ -138,4 +126,4 @@ def test_eight_sessions_click_and_download_at_once(load_server, tmp_path):
                 want_alpha = np.asarray(expected)[:, :, 3].astype(int)
                 assert np.abs(got_alpha - want_alpha).max() <= 1, f"{user['name']}: the file is not the chosen cutout"
         browser.close()
-    assert_clean_log(load_server)
+    assert_clean_log(server)

@@ -22,7 +22,8 @@ import pytest
 from inference import model_cache, registry, segmenter, weights
 from inference.errors import ModelUnavailable
 from inference.instances import Instances
-from inference.model_cache import ModelCache, get_prompter, get_refiner, get_segmenter
+from inference.model_cache import get_prompter, get_refiner, get_segmenter
+from inference.once_cache import OnceCache
 from inference.prompt import ClassicPrompter
 from inference.segmenter import DetectionSettings
 
@@ -281,11 +282,11 @@ def test_auto_prompter_takes_whichever_sam2_variant_is_installed() -> None:
         get_prompter("sam2")
 
 
-# ------------------------------------------------------------------------------------------- ModelCache
+# ------------------------------------------------------------------------------------------- OnceCache
 
 
-def test_model_cache_is_lru_bounded_and_caches_no_failures() -> None:
-    cache = ModelCache(2)
+def test_once_cache_is_lru_bounded_and_caches_no_failures() -> None:
+    cache = OnceCache(2)
     calls: list[str] = []
 
     def load(name: str):
@@ -309,4 +310,4 @@ def test_model_cache_is_lru_bounded_and_caches_no_failures() -> None:
     assert cache.keys() == ["a", "c"]
     assert cache.get("d", load("d")) == "D"
     with pytest.raises(ValueError, match="max_entries"):
-        ModelCache(0)
+        OnceCache(0)

@@ -199,10 +199,10 @@ def test_detection_cache_is_bounded_and_ages_out():
         return run
 
     for tag in "abc":
-        cache.get_or_detect((tag,), compute(tag))
+        cache.get((tag,), compute(tag))
     assert len(cache) == 2 and made == ["a", "b", "c"]
-    cache.get_or_detect(("b",), compute("b"))  # still there
-    cache.get_or_detect(("a",), compute("a"))  # evicted: computed again
+    cache.get(("b",), compute("b"))  # still there
+    cache.get(("a",), compute("a"))  # evicted: computed again
     assert made == ["a", "b", "c", "a"]
     now[0] = 11.0
     assert len(cache) == 0
@@ -451,10 +451,10 @@ def test_a_failed_detection_is_not_cached():
 
     for _ in range(2):
         with pytest.raises(RuntimeError):
-            cache.get_or_detect(("k",), broken)
+            cache.get(("k",), broken)
     assert len(attempts) == 2 and len(cache) == 0
     ok = Detection(Instances.empty((4, 4), "x"), BackendChoice("x", "x"), 0.0)
-    assert cache.get_or_detect(("k",), lambda: ok) is ok and cache.get_or_detect(("k",), broken) is ok
+    assert cache.get(("k",), lambda: ok) is ok and cache.get(("k",), broken) is ok
 
 
 def test_picture_never_freezes_the_callers_array():
