@@ -30,8 +30,6 @@ one click.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -39,6 +37,7 @@ import numpy as np
 
 from inference.image_io import check_rgb_image
 from inference.instances import COVER_THRESHOLD, Click, Instances, tight_box
+from inference.once_cache import OnceCache
 
 #: How to install the anime model; said to the user on busy backgrounds.
 ANIME_MODEL_INSTALL = "python -m inference.weights download rtmdet"
@@ -508,8 +507,7 @@ class ClassicSegmenter:
             options: tuning; ``None`` for the :class:`ClassicOptions` defaults.
         """
         self.options = options if options is not None else ClassicOptions()
-        self._analyses: OrderedDict[str, _Analysis] = OrderedDict()
-        self._analyses_lock = threading.Lock()
+        self._analyses: OnceCache[_Analysis] = OnceCache(ANALYSES_KEPT)
 
     # ------------------------------------------------------------------ public API
     def segment(self, image: np.ndarray) -> Instances:
@@ -604,18 +602,7 @@ class ClassicSegmenter:
         """:meth:`_analyse`, remembered for the last :data:`ANALYSES_KEPT` pictures named by ``digest``."""
         if digest is None:
             return self._analyse(image)
-        key = f"{digest}:{image.shape}"
-        with self._analyses_lock:
-            found = self._analyses.get(key)
-            if found is not None:
-                self._analyses.move_to_end(key)
-                return found
-        analysis = self._analyse(image)
-        with self._analyses_lock:
-            self._analyses[key] = analysis
-            while len(self._analyses) > ANALYSES_KEPT:
-                self._analyses.popitem(last=False)
-        return analysis
+        return self._analyses.get(f"{digest}:{image.shape}", lambda: self._analyse(image))
 
     def _analyse(self, image: np.ndarray) -> _Analysis:
         """Background model, thresholds, busy decision and coarse cut at work resolution."""

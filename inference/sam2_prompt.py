@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch.nn.functional as F
 from inference.device import resolve_device, use_half_precision
 from inference.image_io import check_rgb_image
 from inference.instances import COVER_THRESHOLD, Click, Instances
+from inference.once_cache import OnceCache
 from inference.prompt import Box, check_points
 
 __all__ = [
@@ -313,6 +313,11 @@ class Sam2Network:
 # ---------------------------------------------------------------------------------------------- prompter
 
 
+def _embedding_key(image: np.ndarray, digest: str) -> tuple[str, int, int]:
+    """A picture's embedding is cached by its digest and size."""
+    return (str(digest), int(image.shape[0]), int(image.shape[1]))
+
+
 class Sam2Prompter:
     """SAM 2.1 as a :class:`~inference.prompt.PointPrompter`: embed once per picture, prompt many times.
 
@@ -332,8 +337,8 @@ class Sam2Prompter:
         self.network = network
         self.variant = variant
         self.embed_count = 0
-        self._cache_size = int(cache_size)
-        self._cache: OrderedDict[tuple[str, int, int], ImageFeatures] = OrderedDict()
+        self._embeddings: OnceCache[ImageFeatures] = OnceCache(int(cache_size))
+        #: One caller at a time uses the network (embedding or decoding).
         self._lock = threading.Lock()
 
     @classmethod
@@ -365,9 +370,7 @@ class Sam2Prompter:
     # ------------------------------------------------------------------ embedding cache
     def has_embedding(self, image: np.ndarray, digest: str) -> bool:
         """True when the next prompt on this picture needs no embedding (so no progress indicator)."""
-        key = (str(digest), int(image.shape[0]), int(image.shape[1]))
-        with self._lock:
-            return key in self._cache
+        return _embedding_key(image, digest) in self._embeddings.keys()
 
     def embed(self, image: np.ndarray, digest: str) -> None:
         """Compute and cache the picture's embedding now (the slow step: seconds on a CPU).
@@ -385,22 +388,16 @@ class Sam2Prompter:
 
     def clear(self) -> None:
         """Forget every cached embedding."""
-        with self._lock:
-            self._cache.clear()
+        self._embeddings.clear()
 
     def _features(self, image: np.ndarray, digest: str) -> ImageFeatures:
         """Cached features of the picture; the caller holds the lock."""
-        key = (str(digest), int(image.shape[0]), int(image.shape[1]))
-        features = self._cache.get(key)
-        if features is not None:
-            self._cache.move_to_end(key)
+        def embed() -> ImageFeatures:
+            features = self.network.embed(model_input(image, self.network.input_size))
+            self.embed_count += 1
             return features
-        features = self.network.embed(model_input(image, self.network.input_size))
-        self.embed_count += 1
-        self._cache[key] = features
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return features
+
+        return self._embeddings.get(_embedding_key(image, digest), embed)
 
     # ------------------------------------------------------------------ prompting
     def segment_points(
