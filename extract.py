@@ -204,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             feather=args.feather,
             decontaminate=not args.no_decontaminate,
             strands=not args.no_strands,
-            fast=False,
         )
         settings = DetectionSettings(
             backend=args.backend,

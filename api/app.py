@@ -224,7 +224,7 @@ def create_app(config: ApiConfig | None = None, *, service: CutoutService | None
         backdrop = background_image.file.read() if background_image is not None else None
 
         def work():
-            try:  # full quality, as the command line renders (never the preview's fast filter)
+            try:  # full quality, as the command line renders
                 matte = MatteSettings(
                     threshold=threshold,
                     min_island_area=min_island,
@@ -234,7 +234,6 @@ def create_app(config: ApiConfig | None = None, *, service: CutoutService | None
                     feather=feather,
                     decontaminate=decontaminate,
                     strands=strands,
-                    fast=False,
                 )
             except ValueError as exc:
                 raise forms.matte_error(exc) from None

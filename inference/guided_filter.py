@@ -245,6 +245,27 @@ def guided_filter_with(guide: Guide, p: np.ndarray, radius: float, eps: float) -
     return guide.linear_model(mean_a, mean_b)
 
 
+def coarse_radius(radius: float, subsample: int) -> float:
+    """The window radius :func:`fast_guided_filter_with` uses on its coarse grid: an int
+    ``radius`` rounded (at least 1), a fractional one (a preview's) kept fractional."""
+    if isinstance(radius, (int, np.integer)):
+        return max(1, round(radius / subsample))
+    return max(1.0, radius / subsample)
+
+
+def grid_aligned(start: int, stop: int, size: int, multiple: int) -> tuple[int, int]:
+    """``[start, stop)`` inside ``[0, size)`` grown to start on a multiple of ``multiple`` and to a
+    length that is one, where it fits: a coarse grid over it then lies on the whole map's grid."""
+    start -= start % multiple
+    length = -(-(stop - start) // multiple) * multiple
+    if length > size:
+        return start, stop
+    stop = start + length
+    if stop > size:
+        start, stop = size - length, size
+    return start, stop
+
+
 def fast_guided_filter_with(
     guide: Guide, p: np.ndarray, radius: float, eps: float, subsample: int, *, overwrite_src: bool = False
 ) -> np.ndarray:
@@ -256,10 +277,7 @@ def fast_guided_filter_with(
     small = (max(1, round(width / subsample)), max(1, round(height / subsample)))
     I_sub = guide.downsampled_planes(small)
     p_sub = cv2.resize(p, small, interpolation=cv2.INTER_AREA)
-    if isinstance(radius, (int, np.integer)):
-        radius_sub = max(1, round(radius / subsample))
-    else:
-        radius_sub = max(1.0, radius / subsample)
+    radius_sub = coarse_radius(radius, subsample)
     a_r, a_g, a_b, b, spare = _guided_coefficients(I_sub, p_sub, radius_sub, eps)
     mean_a = [box_mean(a, radius_sub, out=buffer) for a, buffer in zip((a_r, a_g, a_b), spare)]
     mean_b = box_mean(b, radius_sub, out=spare[3])
@@ -348,27 +366,49 @@ _MAX_CHANGE_PIECES = 16
 
 
 def add_guided_filter_of_changes(
-    out: np.ndarray, image: np.ndarray, delta: np.ndarray, changed: np.ndarray, radius: float, eps: float
+    out: np.ndarray,
+    image: np.ndarray,
+    delta: np.ndarray,
+    changed: np.ndarray,
+    radius: float,
+    eps: float,
+    *,
+    subsample: int = 1,
 ) -> None:
-    """``out += guided_filter_with(Guide(image), delta * changed, radius, eps)``, filtering only near ``changed``.
+    """``out += filter(delta * changed)``, filtering only near ``changed``: the filter is
+    ``guided_filter_with(Guide(image), ., radius, eps)``, or with ``subsample > 1``
+    ``fast_guided_filter_with(..., subsample)``.
 
-    The filter is linear in its input, and a window with no change in it gives exactly 0,
-    so each 8-connected piece of ``changed`` (bool) is filtered inside its box grown by the
-    filter's reach (two windows); the pieces' results add up. ``out`` (float32) and
+    Both filters are linear in their input, and a window with no change in it gives exactly 0,
+    so each 8-connected piece of ``changed`` (bool) is filtered inside its bounding box grown by the
+    filter's reach (two windows; on a coarse grid, in whole cells counted from the maps'
+    origin, plus one of interpolation); the pieces' results add up. ``out`` (float32) and
     ``delta`` are shaped like ``image[..., 0]``; borders mirror at the whole map's edges as before.
     """
-    margin = 2 * math.ceil(radius) + 1
-    height, width = changed.shape
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(changed.view(np.uint8), connectivity=8)
-    if count - 1 > _MAX_CHANGE_PIECES:
-        pieces = [(0, *cv2.boundingRect(changed.view(np.uint8)))]
+    if subsample > 1:
+        margin = subsample * (2 * math.ceil(coarse_radius(radius, subsample)) + 2)
     else:
-        pieces = [(k, *(int(v) for v in stats[k, :4])) for k in range(1, count)]
-    for label, x, y, w, h in pieces:
+        margin = 2 * math.ceil(radius) + 1
+    height, width = changed.shape
+    # The pieces' bounding rectangles, from their outer contours (far cheaper than labelling).
+    contours, _ = cv2.findContours(changed.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    rects = [cv2.boundingRect(contour) for contour in contours]
+    if len(rects) > _MAX_CHANGE_PIECES:
+        rects = [cv2.boundingRect(changed.view(np.uint8))]
+    # Each changed pixel is filtered once, in the first rectangle holding it (a piece nested in
+    # another's hole lies in that one's rectangle), inside that rectangle grown by the reach.
+    remaining = changed.copy()
+    for x, y, w, h in rects:
         x0, y0, x1, y1 = max(0, x - margin), max(0, y - margin), min(width, x + w + margin), min(height, y + h + margin)
-        inside = labels[y0:y1, x0:x1] == label if label else changed[y0:y1, x0:x1]
-        part = np.where(inside, delta[y0:y1, x0:x1], np.float32(0.0)).astype(np.float32)
-        out[y0:y1, x0:x1] += guided_filter_with(Guide(image[y0:y1, x0:x1]), part, radius, eps)
+        if subsample > 1:
+            x0, x1 = grid_aligned(x0, x1, width, subsample)
+            y0, y1 = grid_aligned(y0, y1, height, subsample)
+        part = np.zeros((y1 - y0, x1 - x0), np.float32)
+        taken = remaining[y : y + h, x : x + w]
+        inner = (slice(y - y0, y - y0 + h), slice(x - x0, x - x0 + w))
+        np.copyto(part[inner], delta[y : y + h, x : x + w], where=taken)
+        taken[...] = False
+        out[y0:y1, x0:x1] += fast_guided_filter_with(Guide(image[y0:y1, x0:x1]), part, radius, eps, subsample)
 
 
 def _checked_guide(guide: object) -> Guide:

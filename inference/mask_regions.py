@@ -2,13 +2,24 @@
 
 The working parts of :func:`inference.matte.remove_small_regions` and
 :func:`inference.matte.fill_small_holes` (and of ``refine_alpha``'s island and hole steps),
-with areas measured in full-resolution pixels so a shrunk preview keeps them.
+with areas measured in full-resolution pixels so a shrunk preview keeps them, and the whole
+step of the matte (:func:`clean_mask`).
+
+At full resolution the pieces are found from their contours (``cv2.findContours`` follows
+8-connected foreground and 4-connected holes, the connectivities used here), which costs a
+fraction of labelling every pixel: a piece's bounding box bounds its area from both sides
+(an 8-connected piece spanning ``n`` columns has at least ``n`` pixels, and at most its box's),
+so only pieces the box leaves undecided are labelled, inside their own box.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import cv2
 import numpy as np
+
+from inference import band_matting
 
 
 def component_areas(labels: np.ndarray, count: int, coverage: np.ndarray | None, pixel_area: float) -> np.ndarray:
@@ -25,6 +36,16 @@ def component_areas(labels: np.ndarray, count: int, coverage: np.ndarray | None,
     return np.bincount(grown.ravel(), weights=coverage.ravel(), minlength=count) * pixel_area
 
 
+def _contours(mask: np.ndarray, holes: bool) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """``(contour, bounding box xywh)`` of the mask's 8-connected pieces (all of them, nested
+    ones too) or, with ``holes``, of the 4-connected holes inside them."""
+    contours, hierarchy = cv2.findContours(mask.view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return []
+    is_hole = hierarchy[0][:, 3] >= 0
+    return [(c, cv2.boundingRect(c)) for c, hole in zip(contours, is_hole) if hole == holes]
+
+
 def remove_small_regions_inplace(
     mask: np.ndarray, min_area: float, *, coverage: np.ndarray | None = None, pixel_area: float = 1.0
 ) -> int:
@@ -34,35 +55,169 @@ def remove_small_regions_inplace(
     """
     if min_area <= 1:
         return 0
-    # Labels without stats plus a bincount is several times faster than OpenCV's stats pass.
-    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    areas = component_areas(labels, count, coverage, pixel_area)
-    small = areas < min_area
-    small[0] = False  # label 0 is the background
-    removed = int(small.sum())
-    if removed:
-        mask[small[labels]] = False
+    if coverage is not None or pixel_area != 1.0:
+        # Labels without stats plus a bincount is several times faster than OpenCV's stats pass.
+        count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        small = component_areas(labels, count, coverage, pixel_area) < min_area
+        small[0] = False  # label 0 is the background
+        removed = int(small.sum())
+        if removed:
+            mask[small[labels]] = False
+        return removed
+    tiny, undecided = [], []
+    for contour, (x, y, w, h) in _contours(mask, holes=False):
+        if max(w, h) >= min_area:
+            continue  # at least one pixel per column and per row it spans
+        (tiny if w * h < min_area else undecided).append((contour, (x, y, w, h)))
+    # Filling an outer contour clears the piece and whatever lies in its holes: in a box this
+    # small that is specks only, each of them removed (and counted) through its own contour.
+    if tiny:
+        cv2.drawContours(mask.view(np.uint8), [c for c, _ in tiny], -1, 0, thickness=cv2.FILLED)
+    removed = len(tiny)
+    for contour, (x, y, w, h) in undecided:
+        box = mask[y : y + h, x : x + w]
+        _, labels = cv2.connectedComponents(box.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        px, py = contour[0, 0]
+        piece = labels == labels[py - y, px - x]
+        if np.count_nonzero(piece) < min_area:
+            box[piece] = False
+            removed += 1
     return removed
 
 
 def fill_small_holes_inplace(
-    mask: np.ndarray, max_area: float, *, coverage: np.ndarray | None = None, pixel_area: float = 1.0
+    mask: np.ndarray,
+    max_area: float,
+    *,
+    coverage: np.ndarray | None = None,
+    pixel_area: float = 1.0,
+    enclosed: np.ndarray | None = None,
 ) -> int:
     """:func:`inference.matte.fill_small_holes` on a contiguous mask, in place; returns how many holes were filled.
 
     ``max_area`` is in full-resolution pixels; ``coverage`` is the background's (see
-    :func:`component_areas`).
+    :func:`component_areas`). ``enclosed`` (bool, shaped like ``mask``) receives the
+    background the mask encloses before filling: its holes of any size (full resolution only).
     """
-    if max_area <= 1:
+    if max_area <= 1 and enclosed is None:
         return 0
-    background = np.logical_not(mask)
-    count, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    areas = component_areas(labels, count, coverage, pixel_area)
-    small = areas < max_area
-    small[0] = False  # label 0 is the foreground
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        small[edge] = False  # background touching the border is never a hole
-    filled = int(small.sum())
-    if filled:
-        mask[small[labels]] = True
+    if enclosed is not None and (coverage is not None or pixel_area != 1.0):
+        raise ValueError(f"expected enclosed at full resolution only, got pixel_area {pixel_area} and a coverage map")
+    if coverage is not None or pixel_area != 1.0:
+        background = np.logical_not(mask)
+        count, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        small = component_areas(labels, count, coverage, pixel_area) < max_area
+        small[0] = False  # label 0 is the foreground
+        for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+            small[edge] = False  # background touching the border is never a hole
+        filled = int(small.sum())
+        if filled:
+            mask[small[labels]] = True
+        return filled
+    holes = _contours(mask, holes=True)
+    if enclosed is not None:
+        np.copyto(enclosed, mask)
+        cv2.drawContours(enclosed.view(np.uint8), [c for c, _ in holes], -1, 1, thickness=cv2.FILLED)
+        enclosed &= ~mask
+    # A hole's contour runs through the foreground pixels around it, one pixel outside the hole.
+    tiny, undecided = [], []
+    for contour, (x, y, w, h) in holes:
+        if max(w, h) - 2 >= max_area:
+            continue  # at least one pixel per column and per row it spans
+        (tiny if (w - 2) * (h - 2) < max_area else undecided).append((x, y, w, h, contour))
+    # Filling a hole's contour fills the hole and what lies in it: in a box this small, pieces
+    # (foreground already) and their own smaller holes, each filled (and counted) through its contour.
+    if tiny:
+        cv2.drawContours(mask.view(np.uint8), [c for *_, c in tiny], -1, 1, thickness=cv2.FILLED)
+    filled = len(tiny)
+    for x, y, w, h, _ in undecided:
+        # Every background piece in the box that does not reach its edge is enclosed (a hole)
+        # and lies wholly inside, so its area is exact; holes filled earlier are foreground now.
+        box = mask[y : y + h, x : x + w]
+        count, labels = cv2.connectedComponents(np.logical_not(box).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        small = np.bincount(labels.ravel(), minlength=count) < max_area
+        small[0] = False
+        for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+            small[edge] = False
+        if small.any():
+            box[small[labels]] = True
+            filled += int(small.sum())
     return filled
+
+
+def filled_mask(prior: np.ndarray, threshold: float, max_hole_area: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """The thresholded prior with its holes filled (full resolution), how many were filled, and
+    the background it encloses (off the border, holes of any size: see :func:`clean_mask`)."""
+    mask = prior >= np.float32(threshold)
+    enclosed = np.empty_like(mask)
+    return mask, fill_small_holes_inplace(mask, max_hole_area, enclosed=enclosed), enclosed
+
+
+def _holes_unchanged(removed: np.ndarray, enclosed: np.ndarray) -> bool:
+    """Whether dropping the mask pixels ``removed`` leaves its holes as they were: true when no
+    removed pixel is 4-adjacent to enclosed background (then only the outer background grows)."""
+    x, y, w, h = cv2.boundingRect(removed.view(np.uint8))
+    if w == 0:
+        return True
+    height, width = removed.shape
+    x0, y0, x1, y1 = max(0, x - 1), max(0, y - 1), min(width, x + w + 1), min(height, y + h + 1)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    reach = cv2.dilate(removed[y0:y1, x0:x1].view(np.uint8), cross).view(np.bool_)
+    return not np.logical_and(reach, enclosed[y0:y1, x0:x1]).any()
+
+
+def clean_mask(
+    prior: np.ndarray,
+    *,
+    threshold: float,
+    min_island_area: int,
+    max_hole_area: int,
+    scale: float,
+    strands: np.ndarray | None,
+    filled: Future | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+    """Threshold the prior, drop islands, fill holes: ``(mask, changed pixels or None, islands, holes)``.
+
+    ``prior`` is an ``(h, w)`` float crop; areas are in full-resolution pixels, ``scale`` is
+    the crop's size relative to full resolution (a preview's < 1: areas measured from coverage).
+
+    An island is a connected piece of the mask and of ``strands`` (the same crop of
+    :func:`~inference.band_matting.strand_alpha`, or None) at ``STRAND_ISLAND_LEVEL``, so a
+    strand attached to the character is never an island, and a removed island takes its
+    strand pixels with it (``strands`` is changed in place). ``filled``: :func:`filled_mask`
+    of the same crop started earlier (full resolution), used unless a removed island borders a hole.
+    """
+    mask = prior >= np.float32(threshold)
+    islands = holes = 0
+    if min_island_area <= 1 and max_hole_area <= 1:
+        return mask, None, 0, 0
+    # A preview measures areas in full-resolution pixels, from the shrunk maps' coverage.
+    pixel_area = 1.0 / (scale * scale)
+    pieces = mask if strands is None else mask | (strands >= np.float32(band_matting.STRAND_ISLAND_LEVEL))
+    coverage = None
+    if scale < 1.0:
+        coverage = np.clip(prior if strands is None else np.maximum(prior, strands), 0.0, 1.0)
+    kept = pieces.copy()
+    islands = remove_small_regions_inplace(kept, min_island_area, coverage=coverage, pixel_area=pixel_area)
+    cleaned = mask.copy()
+    if islands:
+        removed = pieces & ~kept
+        if filled is not None and not _holes_unchanged(np.logical_and(removed, mask), filled.result()[2]):
+            filled = None  # the holes around a removed piece of the mask change: fill them again
+        cleaned &= ~removed
+        if strands is not None:
+            strands[cv2.dilate(removed.view(np.uint8), np.ones((3, 3), np.uint8)).view(np.bool_)] = 0.0
+    if filled is not None and scale >= 1.0:
+        with_holes, holes, _ = filled.result()
+        cleaned = with_holes & ~removed if islands else with_holes
+    elif scale < 1.0:
+        # A hole narrower than a preview pixel only dims it: label holes below a level close to 1
+        # (a tenth of the way down to the threshold) and measure them by their missing coverage.
+        filled = cleaned & (prior >= np.float32(1.0 - (1.0 - threshold) * 0.1))
+        holes = fill_small_holes_inplace(
+            filled, max_hole_area, coverage=1.0 - np.clip(prior, 0.0, 1.0), pixel_area=pixel_area
+        )
+        cleaned |= filled
+    else:
+        holes = fill_small_holes_inplace(cleaned, max_hole_area)
+    return cleaned, (cleaned != mask) if islands or holes else None, islands, holes

@@ -27,12 +27,15 @@ from inference.guided_filter import (
     Guide,
     add_guided_filter_of_changes,
     fast_guided_filter_with,
+    grid_aligned,
     guided_filter_near_edges,
     side_workers,
 )
 from inference.image_io import check_rgb_image
 from inference.mask_regions import (
+    clean_mask,
     fill_small_holes_inplace,
+    filled_mask,
     remove_small_regions_inplace,
 )
 from inference.matte_checks import (
@@ -148,8 +151,12 @@ class MatteSettings:
             smaller follows colour edges more closely.
         feather: edge feathering radius in pixels; 0 disables.
         decontaminate: re-estimate edge colours (:func:`estimate_foreground`).
-        fast: use :func:`fast_guided_filter` at full resolution (ignored when ``scale < 1``:
-            a preview is already small).
+        fast: the guided filter's linear coefficients on a grid :attr:`fast_subsample` times
+            coarser (:func:`fast_guided_filter`), applied with the full-resolution picture.
+            The default: on ``bench/quality.py`` it matches the exact filter (slightly lower
+            SAD and halo on detector masks, the same on refiner masks) at a fraction of the
+            cost. False runs the exact filter. Ignored when ``scale < 1`` (a preview, already
+            small, filters exactly, or on a 2x grid from a scaled radius of 4).
         strands: keep thin structures (hair strands, props) the soft prior and the colours
             support, where the threshold alone would drop them.
         scale: the matted picture's size relative to the full-resolution one, in ``(0, 1]``.
@@ -162,7 +169,7 @@ class MatteSettings:
     guided_eps: float = 1e-4
     feather: float = 0.0
     decontaminate: bool = True
-    fast: bool = False
+    fast: bool = True
     strands: bool = True
     scale: float = 1.0
 
@@ -203,58 +210,20 @@ class MatteReport:
     holes_filled: int = 0
 
 
-def _filled_mask(prior: np.ndarray, threshold: float, max_hole_area: int) -> tuple[np.ndarray, int]:
-    """The thresholded prior with its holes filled (full resolution), and how many were filled."""
-    mask = prior >= np.float32(threshold)
-    return mask, fill_small_holes_inplace(mask, max_hole_area)
-
-
 def _clean_mask(
     prior: np.ndarray, settings: MatteSettings, strands: np.ndarray | None, filled: Future | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, MatteReport]:
-    """Threshold the prior, drop islands, fill holes: ``(mask, changed pixels or None, report)``.
-
-    An island is a connected piece of the mask and of ``strands`` (the same crop of
-    :func:`~inference.band_matting.strand_alpha`, or None) at ``STRAND_ISLAND_LEVEL``, so a
-    strand attached to the character is never an island, and a removed island takes its
-    strand pixels with it (``strands`` is changed in place). ``filled``: :func:`_filled_mask`
-    of the same crop started earlier (full resolution), used when no island touches the mask.
-    """
-    scale = float(settings.scale)
-    mask = prior >= np.float32(settings.threshold)
-    islands = holes = 0
-    if settings.min_island_area <= 1 and settings.max_hole_area <= 1:
-        return mask, None, MatteReport()
-    # A preview measures areas in full-resolution pixels, from the shrunk maps' coverage.
-    pixel_area = 1.0 / (scale * scale)
-    pieces = mask if strands is None else mask | (strands >= np.float32(band_matting.STRAND_ISLAND_LEVEL))
-    coverage = None
-    if scale < 1.0:
-        coverage = np.clip(prior if strands is None else np.maximum(prior, strands), 0.0, 1.0)
-    kept = pieces.copy()
-    islands = remove_small_regions_inplace(kept, settings.min_island_area, coverage=coverage, pixel_area=pixel_area)
-    cleaned = mask.copy()
-    if islands:
-        removed = pieces & ~kept
-        if filled is not None and np.logical_and(removed, mask).any():
-            filled = None  # the holes around a removed piece of the mask change: fill them again
-        cleaned &= ~removed
-        if strands is not None:
-            strands[cv2.dilate(removed.view(np.uint8), np.ones((3, 3), np.uint8)).view(np.bool_)] = 0.0
-    if filled is not None and scale >= 1.0:
-        cleaned, holes = filled.result()
-    elif scale < 1.0:
-        # A hole narrower than a preview pixel only dims it: label holes below a level close to 1
-        # (a tenth of the way down to the threshold) and measure them by their missing coverage.
-        filled = cleaned & (prior >= np.float32(1.0 - (1.0 - settings.threshold) * 0.1))
-        holes = fill_small_holes_inplace(
-            filled, settings.max_hole_area, coverage=1.0 - np.clip(prior, 0.0, 1.0), pixel_area=pixel_area
-        )
-        cleaned |= filled
-    else:
-        holes = fill_small_holes_inplace(cleaned, settings.max_hole_area)
-    report = MatteReport(islands_removed=islands, holes_filled=holes)
-    return cleaned, (cleaned != mask) if islands or holes else None, report
+    """:func:`~inference.mask_regions.clean_mask` with the settings' threshold, areas and scale."""
+    mask, changed, islands, holes = clean_mask(
+        prior,
+        threshold=settings.threshold,
+        min_island_area=settings.min_island_area,
+        max_hole_area=settings.max_hole_area,
+        scale=float(settings.scale),
+        strands=strands,
+        filled=filled,
+    )
+    return mask, changed, MatteReport(islands_removed=islands, holes_filled=holes)
 
 
 def _ramp(prior: np.ndarray, threshold: float, prior_ramp: float) -> np.ndarray:
@@ -266,17 +235,27 @@ def _ramp(prior: np.ndarray, threshold: float, prior_ramp: float) -> np.ndarray:
     return np.clip(alpha, 0.0, 1.0, out=alpha)
 
 
+def _guided_plan(settings: MatteSettings, fast_subsample: int) -> tuple[float, int]:
+    """``(radius, subsample)`` of the solid part's guided filter: the radius in the matted
+    picture's pixels (fractional in a preview) and the coarse grid of its coefficients (1: exact)."""
+    scale = float(settings.scale)
+    if scale >= 1.0:
+        return settings.guided_radius, fast_subsample if settings.fast else 1
+    radius = settings.guided_radius * scale
+    # Wide windows in a preview: coefficients on a 2x coarser grid (fractional radius kept).
+    return radius, 2 if radius >= _PREVIEW_FAST_RADIUS else 1
+
+
 def _solid_alpha(
     image: np.ndarray,
     prior: np.ndarray,
-    mask: np.ndarray,
+    mask: np.ndarray | None,
     changed: np.ndarray | None,
     settings: MatteSettings,
     prior_ramp: float,
     fast_subsample: int,
 ) -> np.ndarray:
     """The solid character on one crop from its cleaned ``mask``: ramp, guided filter (float32, not clipped)."""
-    scale = float(settings.scale)
     if prior_ramp > 0:
         alpha = _ramp(prior, settings.threshold, prior_ramp)
         if changed is not None:
@@ -284,29 +263,14 @@ def _solid_alpha(
     else:
         alpha = mask.astype(np.float32)
     if settings.guided_radius > 0:
-        guide = Guide(image)
-        radius = settings.guided_radius * scale
-        if settings.fast and scale >= 1.0:
+        radius, subsample = _guided_plan(settings, fast_subsample)
+        if subsample > 1:
             alpha = fast_guided_filter_with(
-                guide, alpha, settings.guided_radius, settings.guided_eps, fast_subsample, overwrite_src=True
+                Guide(image), alpha, radius, settings.guided_eps, subsample, overwrite_src=True
             )
-        elif scale < 1.0 and radius >= _PREVIEW_FAST_RADIUS:
-            # Wide windows in a preview: coefficients on a 2x coarser grid (fractional radius kept).
-            alpha = fast_guided_filter_with(guide, alpha, radius, settings.guided_eps, 2, overwrite_src=True)
         else:
             alpha = guided_filter_near_edges(image, alpha, radius, settings.guided_eps)
     return alpha
-
-
-def _grow_to_multiple(start: int, stop: int, size: int, multiple: int) -> tuple[int, int]:
-    """Grow ``[start, stop)`` inside ``[0, size)`` to a length that is a multiple of ``multiple``, if it fits."""
-    length = -(-(stop - start) // multiple) * multiple
-    if length > size:
-        return start, stop
-    stop = start + length
-    if stop > size:
-        start, stop = size - length, size
-    return start, stop
 
 
 def _refine_alpha(
@@ -328,12 +292,11 @@ def _refine_alpha(
     height, width = prior.shape
     out = np.zeros((height, width), np.float32)
     scale = float(settings.scale)
-    fast = settings.fast and settings.guided_radius > 0 and scale >= 1.0
-    # Each step works inside the box of the pixels it can turn on, grown by its reach;
+    radius, subsample = _guided_plan(settings, fast_subsample) if settings.guided_radius > 0 else (0.0, 1)
+    # Each step works inside the box of the pixels it can turn on, grown by its reach (the
+    # filter's two windows, and on a coarse grid one cell of interpolation and one of alignment);
     # outside the union of those boxes (grown by the feather) the result is 0.
-    reach = 2 * math.ceil(settings.guided_radius * scale) + 2
-    if fast:
-        reach += 2 * fast_subsample
+    reach = 2 * math.ceil(radius) + 2 + (2 * subsample if subsample > 1 else 0)
     lowest_on = settings.threshold - prior_ramp / 2 if prior_ramp > 0 else settings.threshold
     strand_box = None
     if settings.strands:
@@ -350,10 +313,11 @@ def _refine_alpha(
                              min(width, bx0 + inner[2] + reach), min(height, by0 + inner[3] + reach))
     else:
         solid_box = nonzero_box(prior >= np.float32(lowest_on), reach)
-    if solid_box is not None and fast and fast_subsample > 1:
-        # A crop that is a whole number of subsampling cells takes OpenCV's fast exact resize.
-        x0, x1 = _grow_to_multiple(solid_box[0], solid_box[2], width, fast_subsample)
-        y0, y1 = _grow_to_multiple(solid_box[1], solid_box[3], height, fast_subsample)
+    if solid_box is not None and subsample > 1:
+        # Whole cells on the picture's grid: OpenCV's fast exact resize, and the same cells
+        # wherever the character stands.
+        x0, x1 = grid_aligned(solid_box[0], solid_box[2], width, subsample)
+        y0, y1 = grid_aligned(solid_box[1], solid_box[3], height, subsample)
         solid_box = (x0, y0, x1, y1)
     boxes = [b for b in (solid_box, strand_box) if b is not None]
     box = tuple(int(v) for v in (*np.min(boxes, axis=0)[:2], *np.max(boxes, axis=0)[2:])) if boxes else None
@@ -369,8 +333,7 @@ def _refine_alpha(
         sx0, sy0, sx1, sy1 = solid_box
         inside = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
         solid_image, solid_prior = image[sy0:sy1, sx0:sx1], prior[sy0:sy1, sx0:sx1]
-        radius = settings.guided_radius * scale
-        if prior_ramp > 0 and radius > 0 and not fast and (scale >= 1.0 or radius < _PREVIEW_FAST_RADIUS):
+        if prior_ramp > 0 and radius > 0:
             # The guided filter is linear: filter the ramp on the other core while the strands
             # and the island/hole steps run here, then add the filtered changes those steps made.
             solid_job = side_workers().submit(
@@ -378,7 +341,7 @@ def _refine_alpha(
             )
     filled = None
     if scale >= 1.0 and settings.max_hole_area > 1:  # holes need only the mask: fill them on the side
-        filled = side_workers().submit(_filled_mask, prior[y0:y1, x0:x1], settings.threshold, settings.max_hole_area)
+        filled = side_workers().submit(filled_mask, prior[y0:y1, x0:x1], settings.threshold, settings.max_hole_area)
     # Views, not copies: OpenCV and numpy read row-strided crops directly.
     strands = strand_alpha(image[y0:y1, x0:x1], prior[y0:y1, x0:x1], scale) if settings.strands else None
     mask, changed, report = _clean_mask(prior[y0:y1, x0:x1], settings, strands, filled)
@@ -386,7 +349,9 @@ def _refine_alpha(
         solid = solid_job.result()
         if changed is not None and changed[inside].any():
             delta = np.subtract(mask[inside], _ramp(solid_prior, settings.threshold, prior_ramp), dtype=np.float32)
-            add_guided_filter_of_changes(solid, solid_image, delta, changed[inside], radius, settings.guided_eps)
+            add_guided_filter_of_changes(
+                solid, solid_image, delta, changed[inside], radius, settings.guided_eps, subsample=subsample
+            )
         alpha[inside] = solid
     elif solid_box is not None:
         alpha[inside] = _solid_alpha(
@@ -396,14 +361,13 @@ def _refine_alpha(
     if strands is not None:
         np.maximum(alpha, strands, out=alpha)
     if settings.feather > 0:
-        alpha = _feathered(alpha, settings.feather * scale)
+        out[y0:y1, x0:x1] = _feathered(alpha, settings.feather * scale)
     # Clip to [0, 1], snapping what an 8-bit export stores as 0 or 255, so the edge band (and the
     # colour clean-up after it) is as narrow as the result really is (1 - alpha: the top end).
     cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
     np.subtract(np.float32(1.0), alpha, out=alpha)
     cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
     np.subtract(np.float32(1.0), alpha, out=alpha)
-    out[y0:y1, x0:x1] = alpha
     return out, report
 
 

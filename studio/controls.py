@@ -141,7 +141,7 @@ def matte_settings() -> MatteSettings:
     """The matte settings the session's sliders hold (defaults where untouched), at full quality."""
     defaults = MatteSettings()
     values = {field: get(key, getattr(defaults, field)) for field, key in MATTE_KEYS.items()}
-    return dataclasses.replace(defaults, **values, fast=False)
+    return dataclasses.replace(defaults, **values)
 
 
 def _reset_matte() -> None:

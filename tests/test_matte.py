@@ -146,8 +146,9 @@ def test_guided_filter_near_edges_is_the_guided_filter_where_it_matters(scene, r
     assert changed.any() and changed.mean() < 0.2  # a real edge, and most tiles could be skipped
 
 
-def test_add_guided_filter_of_changes_is_the_filter_of_the_changed_map(scene):
-    from inference.guided_filter import Guide, add_guided_filter_of_changes, guided_filter_with
+@pytest.mark.parametrize("subsample", [1, 2])
+def test_add_guided_filter_of_changes_is_the_filter_of_the_changed_map(scene, subsample):
+    from inference.guided_filter import Guide, add_guided_filter_of_changes, fast_guided_filter_with
 
     rng = np.random.default_rng(3)
     p = _two_discs(scene.image.shape[:2])
@@ -156,26 +157,38 @@ def test_add_guided_filter_of_changes_is_the_filter_of_the_changed_map(scene):
         for y, x in zip(rng.integers(0, p.shape[0] - 4, pieces), rng.integers(0, p.shape[1] - 4, pieces)):
             changed[y : y + 3, x : x + 4] = True
         changed[-2:, -3:] = True  # one at the corner (mirrored border)
+        changed[50:60, 50:60] = True  # a ring with a piece in its hole (one outer contour holds both)
+        changed[53:57, 53:57] = False
+        changed[54:56, 54:56] = True
+        before = changed.copy()
         delta = rng.uniform(-1, 1, p.shape).astype(np.float32)
-        out = guided_filter_with(Guide(scene.image), p, 3, 1e-3)
-        add_guided_filter_of_changes(out, scene.image, delta, changed, 3, 1e-3)
-        expected = guided_filter_with(Guide(scene.image), p + np.where(changed, delta, 0).astype(np.float32), 3, 1e-3)
+        out = fast_guided_filter_with(Guide(scene.image), p, 3, 1e-3, subsample)
+        add_guided_filter_of_changes(out, scene.image, delta, changed, 3, 1e-3, subsample=subsample)
+        changed_map = p + np.where(changed, delta, 0).astype(np.float32)
+        expected = fast_guided_filter_with(Guide(scene.image), changed_map, 3, 1e-3, subsample)
         np.testing.assert_allclose(out, expected, atol=1e-5)
+        assert np.array_equal(changed, before)
 
 
-def test_refine_alpha_with_islands_and_holes_is_the_filter_of_the_cleaned_ramp(scene):
+@pytest.mark.parametrize("fast", [False, True])
+def test_refine_alpha_with_islands_and_holes_is_the_filter_of_the_cleaned_ramp(scene, fast):
     # The guided filter runs beside the island and hole steps and is corrected afterwards:
-    # the result must be the filter of the ramp with the cleaned mask written in.
+    # the result must be the filter of the ramp with the cleaned mask written in (the exact
+    # filter, or the fast one on the picture's 2-px grid: 640x360 is a whole number of cells).
     prior = refine_net_like(scene.alpha, long_side=200)
     prior[100:103, 300:304] = 0.0  # a hole in the character (if it is there) ...
     prior[20:23, 20:23] = 1.0  # ... and a speck far from it
-    settings = MatteSettings(strands=False, min_island_area=16, max_hole_area=64)
+    settings = MatteSettings(strands=False, min_island_area=16, max_hole_area=64, fast=fast)
+    assert settings.fast_subsample == 2
     mask = prior >= 0.5
     cleaned = fill_small_holes(remove_small_regions(mask, 16), 64)
     assert (cleaned != mask).sum() >= 9
     ramp = np.clip((prior - 0.5) / matte.PRIOR_RAMP + 0.5, 0, 1).astype(np.float32)
     ramp[cleaned != mask] = cleaned[cleaned != mask]
-    expected = np.clip(guided_filter(scene.image, ramp, 4, 1e-4), 0, 1)
+    if fast:
+        expected = np.clip(fast_guided_filter(scene.image, ramp, 4, 1e-4, 2), 0, 1)
+    else:
+        expected = np.clip(guided_filter(scene.image, ramp, 4, 1e-4), 0, 1)
     got, report = matte.refine_alpha_with_report(scene.image, prior, settings)
     assert report.islands_removed >= 1
     np.testing.assert_allclose(got, expected, atol=2e-3)
@@ -388,15 +401,39 @@ def test_refine_alpha_threshold_only_is_the_binary_mask():
     assert refine_alpha(image, prior, keep_all)[40, 5] == 1.0 and refine_alpha(image, prior, keep_all)[12, 20] == 0.0
 
 
-def test_refine_alpha_crop_gives_the_full_frame_result(scene):
+def test_refine_alpha_refills_holes_a_removed_speck_bordered():
+    # Holes are filled on a side thread before the islands go; a speck removed from inside a
+    # hole merges with it, so the holes must be filled again (else the speck leaves a hole).
+    image = np.full((60, 80, 3), 128, np.uint8)
+    prior = np.zeros((60, 80), np.float32)
+    prior[5:35, 5:35] = 0.9
+    prior[12:24, 12:24] = 0.0  # a 144-px hole ...
+    prior[17:19, 17:19] = 0.9  # ... with a 4-px speck in it
+    prior[45:47, 60:62] = 0.9  # and a speck in the open
+    settings = MatteSettings(min_island_area=5, max_hole_area=200, guided_radius=0, strands=False)
+    alpha, report = matte.refine_alpha_with_report(image, prior, settings)
+    expected = np.zeros((60, 80), np.float32)
+    expected[5:35, 5:35] = 1.0
+    assert np.array_equal(alpha, expected)
+    assert report == matte.MatteReport(islands_removed=2, holes_filled=1)
+    mask = prior >= 0.5
+    assert np.array_equal(alpha > 0, fill_small_holes(remove_small_regions(mask, 5), 200))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_refine_alpha_crop_gives_the_full_frame_result(scene, fast):
     # The pipeline only works inside the mask's box; written out on the full frame with
-    # the public functions it must give the same alpha.
+    # the public functions it must give the same alpha (the fast filter's cells lie on the
+    # picture's grid wherever the box is).
     prior = refine_net_like(scene.alpha, long_side=240)
     settings = MatteSettings(
-        min_island_area=0, max_hole_area=0, guided_radius=3, guided_eps=1e-3, feather=0.0, strands=False
+        min_island_area=0, max_hole_area=0, guided_radius=3, guided_eps=1e-3, feather=0.0, strands=False, fast=fast
     )
     ramp = np.clip((prior - settings.threshold) / matte.PRIOR_RAMP + 0.5, 0.0, 1.0).astype(np.float32)
-    expected = np.clip(guided_filter(scene.image, ramp, 3, 1e-3), 0.0, 1.0)
+    if fast:
+        expected = np.clip(fast_guided_filter(scene.image, ramp, 3, 1e-3, settings.fast_subsample), 0.0, 1.0)
+    else:
+        expected = np.clip(guided_filter(scene.image, ramp, 3, 1e-3), 0.0, 1.0)
     expected[expected < 0.5 / 255] = 0.0
     expected[expected > 1 - 0.5 / 255] = 1.0
     np.testing.assert_allclose(refine_alpha(scene.image, prior, settings), expected, atol=1e-5)
@@ -709,3 +746,63 @@ def test_strands_keep_a_soft_prior_as_it_is_where_no_background_is_in_reach():
     prior = np.full((60, 80), 0.3, np.float32)
     alpha = refine_alpha(image, prior, MatteSettings(guided_radius=0))
     np.testing.assert_allclose(alpha, 0.3, atol=1e-5)
+
+
+
+# ---------------------------------------------------------------------------- islands and holes from contours
+def _reference_islands(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, int]:
+    """Specks dropped by labelling every pixel (the definition): ``(mask without them, how many)``."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    small = np.bincount(labels.ravel(), minlength=count) < min_area
+    small[0] = False
+    return mask & ~small[labels], int(small.sum())
+
+
+def _reference_holes(mask: np.ndarray, max_area: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """Holes filled by labelling every pixel: ``(filled mask, how many, enclosed background)``."""
+    count, labels = cv2.connectedComponents((~mask).astype(np.uint8), connectivity=4)
+    inner = np.ones(count, bool)
+    inner[0] = False
+    inner[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
+    small = (np.bincount(labels.ravel(), minlength=count) < max_area) & inner
+    return mask | small[labels], int(small.sum()), inner[labels]
+
+
+def _busy_mask(seed: int) -> np.ndarray:
+    """Blobs with holes, specks, rings with specks inside, 1-px diagonal and straight lines, and
+    pieces at the border: the cases a contour-based count can get wrong."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.random((120, 160)).astype(np.float32), (0, 0), 2.0)
+    mask = noise > np.quantile(noise, 0.55)
+    mask |= rng.random(mask.shape) > 0.985  # single-pixel specks
+    for _ in range(6):
+        y, x = rng.integers(5, 110), rng.integers(5, 150)
+        size = int(rng.integers(3, 9))
+        mask[y : y + size, x : x + size] = True
+        mask[y + 1 : y + size - 1, x + 1 : x + size - 1] = False  # a ring ...
+        if size > 4:
+            mask[y + size // 2, x + size // 2] = True  # ... with a speck in its hole
+    for k in range(12):  # diagonal strokes, 8-connected only, some closing little pockets
+        y, x = rng.integers(0, 100), rng.integers(0, 140)
+        mask[y + np.arange(k + 4), x + np.arange(k + 4)] = True
+    mask[0, 40:60] = True
+    mask[:, 0] = rng.random(120) > 0.5
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_contour_islands_and_holes_match_labelling_every_pixel(seed):
+    from inference.mask_regions import fill_small_holes_inplace, remove_small_regions_inplace
+
+    mask = _busy_mask(seed)
+    for area in (2, 3, 5, 9, 16, 40, 256):
+        expected, count = _reference_islands(mask, area)
+        got = mask.copy()
+        assert remove_small_regions_inplace(got, area) == count
+        assert np.array_equal(got, expected), area
+        expected, count, enclosed = _reference_holes(mask, area)
+        got, got_enclosed = mask.copy(), np.empty_like(mask)
+        assert fill_small_holes_inplace(got, area, enclosed=got_enclosed) == count
+        assert np.array_equal(got, expected), area
+        assert np.array_equal(got_enclosed, enclosed)
+        assert count > 0 or area <= 2
