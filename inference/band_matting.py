@@ -39,6 +39,70 @@ NOISE_FACTOR = 2.0
 #: ... and so are distances below this (in ``[0, 1]`` RGB units: about 3 levels of 255).
 MIN_DISTANCE = 3 / 255
 
+#: The window means of the strand estimate (prior mass and colour distance) are taken on a
+#: grid of cells ``radius // _RATIO_CELLS_PER_RADIUS`` pixels wide, their window rounded to
+#: whole cells (at full resolution: 4-px cells, a 5-cell = 20-px window).
+_RATIO_CELLS_PER_RADIUS = 2
+
+#: The largest float32 below :data:`PRIOR_FLOOR`: OpenCV keeps what is above a threshold.
+_BELOW_PRIOR_FLOOR = float(np.nextafter(np.float32(PRIOR_FLOOR), np.float32(0)))
+
+#: ``cv2.transform`` matrix giving each pixel the mean of its three channels in all three:
+#: OpenCV's 3-in/3-out uint8 path is vectorised (the 3-in/1-out one is not, and is 3x slower).
+#: Its fixed-point arithmetic rounds some means down; the 1/8-level offset makes every result
+#: ``round(sum / 3)`` exactly, as checked over all 2**24 colours (``tests/test_matte.py``).
+_CHANNEL_MEAN = np.hstack([np.full((3, 3), 1 / 3), np.full((3, 1), 0.125)]).astype(np.float32)
+
+
+class _CellGrid:
+    """A crop of ``shape`` ``(h, w)`` seen as whole square cells of ``step`` pixels.
+
+    The last ``h % step`` rows and ``w % step`` columns belong to no cell: :meth:`shrink`
+    leaves them out and :meth:`grow` gives them the values of the last cells.
+    """
+
+    def __init__(self, shape: tuple[int, int], step: int) -> None:
+        self.height, self.width = shape
+        self.step = step
+        self.rows, self.cols = self.height // step, self.width // step
+
+    def shrink(self, plane: np.ndarray) -> np.ndarray:
+        """Mean of each cell: ``(rows, cols[, c])``, the dtype of ``plane`` (uint8 rounds)."""
+        plane = plane[: self.rows * self.step, : self.cols * self.step]
+        factor = self.step
+        while factor % 2 == 0:  # OpenCV's 2x area resize is several times faster than its general one
+            factor //= 2
+            plane = cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        if factor > 1:
+            plane = cv2.resize(plane, (self.cols, self.rows), interpolation=cv2.INTER_AREA)
+        return plane
+
+    def grow(self, cells: np.ndarray, out: np.ndarray, top: int = 0, left: int = 0) -> np.ndarray:
+        """Bilinear upsampling of ``cells`` into ``out`` (``(h, w[, c])``, same dtype), in place.
+
+        ``cells`` may be a block of the grid whose first cell is ``(top, left)``: then only its
+        pixels are written (exactly as the whole grid would give them where the cells around
+        the block equal the block's border cells).
+        """
+        rows, cols = cells.shape[:2]
+        y0, x0 = top * self.step, left * self.step
+        y1, x1 = y0 + rows * self.step, x0 + cols * self.step
+        cv2.resize(cells, (x1 - x0, y1 - y0), dst=out[y0:y1, x0:x1], interpolation=cv2.INTER_LINEAR)
+        if top + rows == self.rows and y1 < self.height:
+            out[y1:, x0:x1] = out[y1 - 1 : y1, x0:x1]
+            y1 = self.height
+        if left + cols == self.cols and x1 < self.width:
+            out[y0:y1, x1:] = out[y0:y1, x1 - 1 : x1]
+        return out
+
+
+def _channel_mean(colours: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``round(mean over R, G, B)`` of uint8 ``colours`` (may be ``scratch``, which is overwritten) into ``out``."""
+    cv2.transform(colours, _CHANNEL_MEAN, dst=scratch)
+    # All three channels now hold the mean, so the gray conversion (fixed-point weights summing
+    # to one) returns it exactly, and faster than extracting a channel.
+    return cv2.cvtColor(scratch, cv2.COLOR_RGB2GRAY, dst=out)
+
 
 def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarray:
     """Alpha of thin structures from the picture's colours, keeping the soft prior's mass.
@@ -57,8 +121,10 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
     where the colours say nothing (``d = 0``) nothing is kept.
 
     The background colours and noise are smooth, so they are computed on a grid up to 4x
-    coarser; the mass is handed out over whole-pixel windows (this is no slider, so a
-    preview rounds its scaled radius).
+    coarser; so is the ratio ``mean(prior) / mean(d)``, on cells of half the strand radius
+    with the window rounded to whole cells (bilinearly upsampled), while ``d`` stays per
+    pixel. Previews scale every length; below a scaled radius of 4 px the cells are single
+    pixels and the window whole pixels (this is no slider, so a preview rounds its radius).
 
     Args:
         image: ``(h, w, 3)`` uint8 crop.
@@ -69,66 +135,89 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
         ``(h, w)`` float32 in ``[0, 1]``.
     """
     height, width = prior.shape
-    step = max(1, min(4, math.ceil(BACKGROUND_RADIUS * scale / 4), height, width))
-    grid = (width // step, height // step)
-
-    def shrink(plane: np.ndarray) -> np.ndarray:
-        # Only whole cells (OpenCV's fast exact area resize); the rest reads the last cells.
-        return cv2.resize(plane[: grid[1] * step, : grid[0] * step], grid, interpolation=cv2.INTER_AREA)
-
-    def grow(plane: np.ndarray) -> np.ndarray:
-        full = cv2.resize(plane, (grid[0] * step, grid[1] * step), interpolation=cv2.INTER_LINEAR)
-        bottom, right = height - grid[1] * step, width - grid[0] * step
-        if bottom or right:
-            full = cv2.copyMakeBorder(full, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
-        return full
-
-    mass = cv2.threshold(prior, PRIOR_FLOOR, 0.0, cv2.THRESH_TOZERO)[1]
+    grid = _CellGrid((height, width), max(1, min(4, math.ceil(BACKGROUND_RADIUS * scale / 4), height, width)))
+    radius_grid = max(1, round(BACKGROUND_RADIUS * scale / grid.step))
     radius = max(1, round(STRAND_RADIUS * scale))
-    mean_mass = side_workers().submit(box_mean, mass, radius)  # needs nothing else: on the side
-    background_mask = np.multiply(prior < np.float32(PRIOR_FLOOR), np.uint8(255), dtype=np.uint8)
-    radius_grid = max(1, round(BACKGROUND_RADIUS * scale / step))
-    weight_small = shrink(background_mask).astype(np.float32) * np.float32(1 / 255)
-    weight = np.maximum(box_mean(weight_small, radius_grid), np.float32(1e-6))
+    ratio_grid = _CellGrid((height, width), max(1, min(radius // _RATIO_CELLS_PER_RADIUS, height, width)))
+    ratio_radius = round(((2 * radius + 1) / ratio_grid.step - 1) / 2)  # in cells
+    # Full-resolution planes, each reused for several steps: the result, a float plane, uint8
+    # planes and colour images.
+    alpha = np.empty((height, width), np.float32)
+    work = np.empty((height, width), np.float32)
+    plane = np.empty((height, width), np.uint8)
+    distance = np.empty((height, width), np.uint8)
+
+    # The prior's mass (in ``alpha`` until the distances need it) and the background: the rest
+    # (from the mass, which is still in cache: the prior is a strided crop, slow to read twice).
+    cv2.threshold(prior, _BELOW_PRIOR_FLOOR, 0.0, cv2.THRESH_TOZERO, dst=alpha)
+    if alpha.size > 1:
+        background = cv2.compare(alpha, 0.0, cv2.CMP_EQ)
+    else:  # cv2.compare takes a 1x1 array for a scalar
+        background = np.multiply(alpha == 0, np.uint8(255), dtype=np.uint8)
+    mass_mean = box_mean(ratio_grid.shrink(alpha), ratio_radius)
     # Background colour on the grid: box mean of the background pixels' colours...
-    sum_all = shrink(cv2.bitwise_and(image, image, mask=background_mask)).astype(np.float32)
-    mean_colour = box_mean(sum_all, radius_grid)
-    mean_colour /= weight[:, :, None]
+    colours = cv2.cvtColor(background, cv2.COLOR_GRAY2RGB)  # a 3-channel mask is OpenCV's fast path
+    cv2.bitwise_and(image, colours, dst=colours)
+    weight_sum = box_mean(grid.shrink(background), radius_grid)
+    weight_sum *= np.float32(1 / 255)
+    colour_sum = box_mean(grid.shrink(colours), radius_grid)
+    weight = np.maximum(weight_sum, np.float32(1e-6))
+    mean_colour = cv2.divide(colour_sum, cv2.cvtColor(weight, cv2.COLOR_GRAY2RGB))
     # ...then two of them, of the background pixels darker and brighter than that mean, so a
     # two-tone background (stripes, dots, texture) is near one of its colours everywhere.
-    gray = np.full((1, 3), 1 / 3, np.float32)
-    mean_gray = cv2.transform(np.clip(mean_colour + 0.5, 0, 255).astype(np.uint8), gray)
-    darker = cv2.compare(cv2.transform(image, gray), grow(mean_gray), cv2.CMP_LT)
-    dark_mask = cv2.bitwise_and(darker, background_mask)
-    dark_weight = shrink(dark_mask).astype(np.float32) * np.float32(1 / 255)
-    dark_sum = shrink(cv2.bitwise_and(image, image, mask=dark_mask)).astype(np.float32)
+    mean_gray = cv2.convertScaleAbs(mean_colour)
+    mean_gray = _channel_mean(mean_gray, mean_gray, np.empty(weight.shape, np.uint8))
+    dark = _channel_mean(image, colours, distance)
+    cv2.compare(dark, grid.grow(mean_gray, plane), cv2.CMP_LT, dst=dark)
+    cv2.bitwise_and(dark, background, dst=dark)
+    dark_weight_sum = box_mean(grid.shrink(dark), radius_grid)
+    dark_weight_sum *= np.float32(1 / 255)
+    cv2.cvtColor(dark, cv2.COLOR_GRAY2RGB, dst=colours)
+    cv2.bitwise_and(image, colours, dst=colours)
+    dark_colour_sum = box_mean(grid.shrink(colours), radius_grid)
 
-    def distance_to(part_weight: np.ndarray, part_sum: np.ndarray) -> np.ndarray:
-        part_total = box_mean(part_weight, radius_grid)
-        part_colour = box_mean(part_sum, radius_grid)
-        part_colour /= np.maximum(part_total, np.float32(1e-6))[:, :, None]
-        np.copyto(part_colour, mean_colour, where=(part_total < np.float32(1e-3))[:, :, None])
-        colour_full = grow(np.clip(part_colour + 0.5, 0, 255).astype(np.uint8))
+    def distance_to(
+        part_colour_sum: np.ndarray, part_weight_sum: np.ndarray, scratch: np.ndarray, out: np.ndarray
+    ) -> np.ndarray:
+        part_weight = cv2.cvtColor(np.maximum(part_weight_sum, np.float32(1e-6)), cv2.COLOR_GRAY2RGB)
+        part_colour = cv2.divide(part_colour_sum, part_weight)
+        cv2.copyTo(mean_colour, (part_weight_sum < np.float32(1e-3)).view(np.uint8), dst=part_colour)
+        grid.grow(cv2.convertScaleAbs(part_colour), scratch)
         # Colour distance in levels (mean over the channels) to the background colour.
-        return cv2.transform(cv2.absdiff(image, colour_full), gray)
+        cv2.absdiff(image, scratch, dst=scratch)
+        return _channel_mean(scratch, scratch, out)
 
-    # To the nearer of the two colours (the brighter one on the side).
-    brighter = side_workers().submit(distance_to, weight_small - dark_weight, sum_all - dark_sum)
-    distance = cv2.min(distance_to(dark_weight, dark_sum), brighter.result())
-    noise = box_mean(shrink(cv2.bitwise_and(distance, background_mask)).astype(np.float32), radius_grid)
+    # To the nearer of the two colours (the brighter one on the side; its sums are the total
+    # less the darker half's).
+    colour_sum -= dark_colour_sum
+    weight_sum -= dark_weight_sum
+    brighter = side_workers().submit(distance_to, colour_sum, weight_sum, np.empty_like(colours), plane)
+    distance_to(dark_colour_sum, dark_weight_sum, colours, distance)
+    cv2.min(distance, brighter.result(), dst=distance)
+    # The background pixels' distances, in float so that the cell means are not rounded.
+    np.copyto(work, cv2.bitwise_and(distance, background, dst=plane))
+    noise = box_mean(grid.shrink(work), radius_grid)
     noise /= weight
     noise *= np.float32(NOISE_FACTOR)
     np.maximum(noise, np.float32(MIN_DISTANCE * 255), out=noise)
-    distance = cv2.subtract(distance.astype(np.float32), grow(noise))
-    np.maximum(distance, np.float32(0.0), out=distance)
+    cv2.subtract(distance, grid.grow(noise, work), dst=alpha, dtype=cv2.CV_32F)
+    cv2.threshold(alpha, 0.0, 0.0, cv2.THRESH_TOZERO, dst=alpha)  # d, per pixel
     # With no background pixel in reach the colours say nothing: hand the mass out evenly
     # (the prior stays as it is, box-smoothed) rather than by a made-up background colour.
     blind = weight < np.float32(_MIN_BACKGROUND_SHARE)
     if blind.any():
-        np.copyto(distance, np.float32(255.0), where=grow(blind.view(np.uint8)).view(np.bool_))
-    mean_distance = box_mean(distance, radius)
-    mean_mass = mean_mass.result()
-    np.maximum(mean_distance, np.float32(1e-3), out=mean_distance)
-    distance *= mean_mass
-    distance /= mean_distance
-    return np.clip(distance, 0.0, 1.0, out=distance)
+        # Only the block of blind cells and a margin of one cell (the upsampling's reach).
+        rows, cols = np.flatnonzero(blind.any(axis=1)), np.flatnonzero(blind.any(axis=0))
+        top, bottom = max(0, rows[0] - 1), min(grid.rows, rows[-1] + 2)
+        left, right = max(0, cols[0] - 1), min(grid.cols, cols[-1] + 2)
+        grid.grow(blind[top:bottom, left:right].astype(np.float32), work, top, left)
+        block = (slice(top * grid.step, height if bottom == grid.rows else bottom * grid.step),
+                 slice(left * grid.step, width if right == grid.cols else right * grid.step))
+        cv2.threshold(work[block], 0.5, 255.0, cv2.THRESH_BINARY, dst=work[block])
+        cv2.max(alpha[block], work[block], dst=alpha[block])
+    # alpha = d * mean(mass) / mean(d): the ratio is smooth, so it is taken on the ratio grid.
+    ratio = box_mean(ratio_grid.shrink(alpha), ratio_radius)
+    np.maximum(ratio, np.float32(1e-3), out=ratio)
+    np.divide(mass_mean, ratio, out=ratio)
+    cv2.multiply(alpha, ratio if ratio_grid.step == 1 else ratio_grid.grow(ratio, work), dst=alpha)
+    return cv2.threshold(alpha, 1.0, 1.0, cv2.THRESH_TRUNC, dst=alpha)[1]

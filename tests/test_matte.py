@@ -806,3 +806,37 @@ def test_contour_islands_and_holes_match_labelling_every_pixel(seed):
         assert np.array_equal(got, expected), area
         assert np.array_equal(got_enclosed, enclosed)
         assert count > 0 or area <= 2
+
+
+# ---------------------------------------------------------------------------- strand alpha internals (band_matting)
+# (section added by the strandspeed helper: the fast paths inference/band_matting.py relies on)
+def test_channel_mean_is_the_rounded_mean_for_every_colour():
+    from inference.band_matting import _channel_mean
+
+    levels = np.arange(256, dtype=np.uint8)
+    colours = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(4096, 4096, 3)
+    total = colours[:, :, 0].astype(np.int32) + colours[:, :, 1] + colours[:, :, 2]
+    expected = (2 * total + 3) // 6  # round(total / 3): its fraction is 0, 1/3 or 2/3, never 1/2
+    got = _channel_mean(colours, colours.copy(), np.empty((4096, 4096), np.uint8))
+    assert np.array_equal(got, expected)
+
+
+def test_cell_grid_shrinks_to_cell_means_and_grows_a_block_as_the_whole_grid_does():
+    from inference.band_matting import _CellGrid
+
+    rng = np.random.default_rng(5)
+    plane = rng.random((43, 30)).astype(np.float32)
+    grid = _CellGrid((43, 30), 4)  # 10 x 7 cells; 3 rows and 2 columns belong to none
+    np.testing.assert_allclose(grid.shrink(plane), plane[:40, :28].reshape(10, 4, 7, 4).mean(axis=(1, 3)), rtol=1e-5)
+    odd = _CellGrid((43, 30), 3)  # 14 x 10 cells, OpenCV's general area resize
+    np.testing.assert_allclose(odd.shrink(plane), plane[:42, :30].reshape(14, 3, 10, 3).mean(axis=(1, 3)), rtol=1e-5)
+    cells = np.zeros((10, 7), np.float32)
+    cells[4:7, 5:7] = rng.random((3, 2)) + 0.5  # reaches the last column of cells
+    whole = grid.grow(cells, np.empty((43, 30), np.float32))
+    assert whole[17, 22] > 0.1 and np.array_equal(whole[40:], np.repeat(whole[39:40], 3, axis=0))
+    # A block with a margin of zero cells around the nonzero ones: its pixels as the whole grid's.
+    block = np.full((43, 30), -1.0, np.float32)
+    grid.grow(cells[3:8, 4:7], block, 3, 4)
+    assert np.array_equal(block[12:32, 16:], whole[12:32, 16:])
+    assert np.all(block[:12] == -1) and np.all(block[32:] == -1) and np.all(block[:, :16] == -1)
+# ---------------------------------------------------------------------------- end of the strandspeed section
