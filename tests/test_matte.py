@@ -840,3 +840,71 @@ def test_cell_grid_shrinks_to_cell_means_and_grows_a_block_as_the_whole_grid_doe
     assert np.array_equal(block[12:32, 16:], whole[12:32, 16:])
     assert np.all(block[:12] == -1) and np.all(block[32:] == -1) and np.all(block[:, :16] == -1)
 # ---------------------------------------------------------------------------- end of the strandspeed section
+
+
+# ---------------------------------------------------------------------------- decontamination (fgspeed section)
+def _blobs(shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A textured picture and a soft alpha of random blobs that reach every border."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    image = cv2.resize(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
+    alpha = cv2.resize(rng.random((5, 6)).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return image, np.clip((alpha - 0.5) * 6 + 0.5, 0.0, 1.0)
+
+
+@pytest.mark.parametrize(("shape", "radii"), [((123, 157), (2, 1)), ((61, 300), (4, 2, 1)), ((200, 37), (3,))])
+def test_estimate_foreground_narrow_radii_are_the_dense_blur_fusion(shape, radii):
+    # Radii below 8 run at full resolution on the strip mosaic: band pixels in every row of a
+    # strip, next to the picture's borders (mirrored) and in several folded lines.
+    image, alpha = _blobs(shape, seed=sum(shape))
+    band = (alpha > 0) & (alpha < 1)
+    assert band[0].any() and band[-1].any() and band[:, 0].any() and band[:, -1].any()
+    expected = np.clip(slow_blur_fusion(image, alpha, radii) + 0.5, 0, 255).astype(np.uint8)
+    got = estimate_foreground(image, alpha, radii=radii)
+    assert np.abs(got[band].astype(int) - expected[band]).max() <= 1
+    assert np.array_equal(got[~band], image[~band])
+
+
+def test_estimate_foreground_radius_8_reaches_across_a_soft_ramp():
+    # The radius 8 step is what recovers F on a 10-px ramp: without it the mostly-opaque
+    # half keeps several levels of the old background.
+    F_true = np.array([200.0, 40.0, 90.0])
+    alpha = np.zeros((40, 60), np.float32)
+    alpha[:, :20] = 1.0
+    alpha[:, 20:30] = np.linspace(0.95, 0.05, 10, dtype=np.float32)
+    B_true = np.array([20.0, 220.0, 60.0])
+    image = (alpha[:, :, None] * F_true + (1 - alpha[:, :, None]) * B_true + 0.5).astype(np.uint8)
+    opaque = (alpha > 0.5) & (alpha < 1)
+
+    def error(radii: tuple[int, ...]) -> float:
+        return float(np.abs(estimate_foreground(image, alpha, radii=radii)[opaque] - F_true).max())
+
+    assert error((32, 2, 1)) > 5.0
+    assert error((32, 8, 2, 1)) <= 2.0
+
+
+def test_estimate_foreground_from_several_threads_at_once(small_scene):
+    # The side threads are shared: calls at the same time must not see each other's work.
+    from concurrent.futures import ThreadPoolExecutor
+
+    # (300 x 260 is big enough for the band search to split over two threads too.)
+    pictures = [(small_scene.image, small_scene.alpha), _blobs((300, 260), seed=1), _blobs((150, 70), seed=2)]
+    expected = [estimate_foreground(image, alpha) for image, alpha in pictures]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda pair: estimate_foreground(*pair), pictures))
+            assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+
+
+def test_estimate_foreground_without_a_band_returns_a_copy():
+    image = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    alpha = np.zeros((30, 40), np.float32)
+    alpha[5:20, 10:30] = 1.0  # a hard edge: nothing half-transparent to clean
+    got = estimate_foreground(image, alpha)
+    assert got is not image and np.array_equal(got, image)
+    alpha[7, 12] = 0.5  # one band pixel: only it may change
+    got = estimate_foreground(image, alpha)
+    others = np.ones((30, 40), bool)
+    others[7, 12] = False
+    assert np.array_equal(got[others], image[others])
+# ---------------------------------------------------------------------------- end of the fgspeed section
