@@ -104,6 +104,16 @@ def _channel_mean(colours: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> 
     return cv2.cvtColor(scratch, cv2.COLOR_RGB2GRAY, dst=out)
 
 
+#: How far (in full-resolution pixels) the inputs of :func:`strand_alpha` reach its output:
+#: the background colours, their darker half, the noise and the mass ratio each add a window
+#: and a cell of interpolation. Crops split this far apart give the whole crop's values
+#: (``tests/test_matte.py`` checks it).
+STRAND_REACH = 96
+
+#: Crops with at least this many rows are split in two, one half on a side thread.
+_SPLIT_MIN_ROWS = 12 * STRAND_REACH
+
+
 def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarray:
     """Alpha of thin structures from the picture's colours, keeping the soft prior's mass.
 
@@ -126,6 +136,9 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
     pixel. Previews scale every length; below a scaled radius of 4 px the cells are single
     pixels and the window whole pixels (this is no slider, so a preview rounds its radius).
 
+    A tall crop at full resolution is worked in two halves that overlap by twice
+    :data:`STRAND_REACH` (split on the cell grid), the top one on a side thread.
+
     Args:
         image: ``(h, w, 3)`` uint8 crop.
         prior: ``(h, w)`` float32 crop of the prior.
@@ -134,6 +147,24 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
     Returns:
         ``(h, w)`` float32 in ``[0, 1]``.
     """
+    height = prior.shape[0]
+    if scale < 1.0 or height < _SPLIT_MIN_ROWS:
+        return _strand_alpha(image, prior, scale, side_thread=True)
+    cut = height // 2 - height // 2 % 4  # on the 4-px cells of full resolution
+    top = side_workers().submit(
+        _strand_alpha, image[: cut + STRAND_REACH], prior[: cut + STRAND_REACH], scale, side_thread=False
+    )
+    out = np.empty(prior.shape, np.float32)
+    out[cut:] = _strand_alpha(image[cut - STRAND_REACH :], prior[cut - STRAND_REACH :], scale, side_thread=False)[
+        STRAND_REACH:
+    ]
+    out[:cut] = top.result()[:cut]
+    return out
+
+
+def _strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float, *, side_thread: bool) -> np.ndarray:
+    """:func:`strand_alpha` of one crop; ``side_thread``: the brighter colour's distance on a side
+    thread (False inside a side thread's own work: a side task never waits on another)."""
     height, width = prior.shape
     grid = _CellGrid((height, width), max(1, min(4, math.ceil(BACKGROUND_RADIUS * scale / 4), height, width)))
     radius_grid = max(1, round(BACKGROUND_RADIUS * scale / grid.step))
@@ -191,9 +222,13 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
     # less the darker half's).
     colour_sum -= dark_colour_sum
     weight_sum -= dark_weight_sum
-    brighter = side_workers().submit(distance_to, colour_sum, weight_sum, np.empty_like(colours), plane)
-    distance_to(dark_colour_sum, dark_weight_sum, colours, distance)
-    cv2.min(distance, brighter.result(), dst=distance)
+    if side_thread:
+        brighter = side_workers().submit(distance_to, colour_sum, weight_sum, np.empty_like(colours), plane)
+        distance_to(dark_colour_sum, dark_weight_sum, colours, distance)
+        cv2.min(distance, brighter.result(), dst=distance)
+    else:
+        distance_to(dark_colour_sum, dark_weight_sum, colours, distance)
+        cv2.min(distance, distance_to(colour_sum, weight_sum, np.empty_like(colours), plane), dst=distance)
     # The background pixels' distances, in float so that the cell means are not rounded.
     np.copyto(work, cv2.bitwise_and(distance, background, dst=plane))
     noise = box_mean(grid.shrink(work), radius_grid)

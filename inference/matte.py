@@ -352,14 +352,17 @@ def _refine_alpha(
             add_guided_filter_of_changes(
                 solid, solid_image, delta, changed[inside], radius, settings.guided_eps, subsample=subsample
             )
-        alpha[inside] = solid
     elif solid_box is not None:
-        alpha[inside] = _solid_alpha(
+        solid = _solid_alpha(
             solid_image, solid_prior, mask[inside],
             None if changed is None else changed[inside], settings, prior_ramp, fast_subsample,
         )
     if strands is not None:
-        np.maximum(alpha, strands, out=alpha)
+        alpha[...] = strands
+        if solid_box is not None:
+            np.maximum(solid, strands[inside], out=alpha[inside])
+    elif solid_box is not None:
+        alpha[inside] = solid
     if settings.feather > 0:
         out[y0:y1, x0:x1] = _feathered(alpha, settings.feather * scale)
     # Clip to [0, 1], snapping what an 8-bit export stores as 0 or 255, so the edge band (and the
