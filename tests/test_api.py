@@ -268,7 +268,7 @@ def test_png_with_a_background_is_a_composite(client, duo):
     assert response.status_code == 200 and "scene_composite.png" in response.headers["content-disposition"]
     rgb = _decode(response.content)
     assert rgb.shape == (240, 400, 3)
-    assert rgb[~_near(scene.alpha > 0)].max() == 0
+    assert rgb[~_near(scene.alpha > 0)].max() <= 1  # faint matte spill rounds to a level at most
     inside = _interior(scene.alpha)
     assert _mean_abs_diff(rgb[inside], scene.image[inside]) < 1.0
 

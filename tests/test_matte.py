@@ -908,3 +908,19 @@ def test_estimate_foreground_without_a_band_returns_a_copy():
     others[7, 12] = False
     assert np.array_equal(got[others], image[others])
 # ---------------------------------------------------------------------------- end of the fgspeed section
+
+
+def test_strand_alpha_in_two_halves_is_the_whole_crops(strand_scene, monkeypatch):
+    # A tall crop is worked in two halves STRAND_REACH apart (one on a side thread): the
+    # inputs reach no further, so the halves give the whole crop's values.
+    from inference import band_matting
+
+    prior = refine_net_like(strand_scene.alpha, long_side=400)
+    whole = band_matting._strand_alpha(strand_scene.image, prior, 1.0, side_thread=True)
+    assert whole.max() > 0.5
+    monkeypatch.setattr(band_matting, "_SPLIT_MIN_ROWS", 4 * band_matting.STRAND_REACH)
+    assert strand_scene.image.shape[0] >= 4 * band_matting.STRAND_REACH
+    np.testing.assert_allclose(band_matting.strand_alpha(strand_scene.image, prior, 1.0), whole, atol=1e-5)
+    # ...and halves any closer do not (the reach is not overstated by much).
+    monkeypatch.setattr(band_matting, "STRAND_REACH", band_matting.STRAND_REACH // 2)
+    assert np.abs(band_matting.strand_alpha(strand_scene.image, prior, 1.0) - whole).max() > 1e-4
