@@ -288,11 +288,15 @@ class _CoarseGrid:
         grid_radius = max(1, round(radius / self.step))
         # OpenCV filters and samples four channels at a time best: alpha F and alpha, then
         # (1 - alpha) B and alpha again.
-        for first, order in ((0, (0, 1, 2, 3)), (4, (4, 5, 6, 3))):
+        def sample(first: int, order: tuple[int, ...]) -> None:
             means = box_mean(cv2.merge([planes[k] for k in order]), grid_radius)
             at_band = cv2.remap(means, self.sample_x, self.sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             for row, channel in zip(range(first, 7), cv2.split(at_band)):
                 sums[row] = channel.reshape(-1)[: self.count]
+
+        side = side_workers().submit(sample, 4, (4, 5, 6, 3))
+        sample(0, (0, 1, 2, 3))
+        side.result()
         return sums
 
 
@@ -393,10 +397,25 @@ class _BandStrips:
         """``(7, N)`` box means at the band pixels of ``alpha F`` (3), ``alpha`` and
         ``(1 - alpha) B`` (3), with the band's ``alpha F`` and ``(1 - alpha) B`` from
         ``weighted`` ``(6, N)`` (``None``: ``F = B = I``, or the last call's values)."""
+        sums = np.empty((7, self.band_place.size), np.float32)
+        # alpha F and alpha here, (1 - alpha) B on a side thread: each plane's box stays in its plane.
+        side = side_workers().submit(self._box_means_of, (4, 5, 6), radius, weighted, sums)
+        self._box_means_of((0, 1, 2, 3), radius, weighted, sums)
+        side.result()
+        return sums
+
+    def _box_means_of(
+        self, planes: tuple[int, ...], radius: int, weighted: np.ndarray | None, sums: np.ndarray
+    ) -> None:
+        """:meth:`box_means_at_band` of the consecutive ``planes`` into their rows of ``sums``."""
         if weighted is not None:
-            copy_values = np.take(weighted, self.copy_of, axis=1)
-            for plane, values, more_values in zip((0, 1, 2, 4, 5, 6), weighted, copy_values):
+            for plane in planes:
+                if plane == 3:
+                    continue  # alpha
+                values = weighted[plane if plane < 3 else plane - 1]
                 self.planes[plane][self.band_place] = values
-                self.planes[plane][self.copies] = more_values
-        means = box_mean(self.planes.reshape(7 * self.shape[0], self.shape[1]), radius)
-        return np.take(means.reshape(7, -1), self.band_place, axis=1)
+                self.planes[plane][self.copies] = np.take(values, self.copy_of)
+        first, end = planes[0], planes[-1] + 1
+        stack = self.planes[first:end].reshape((end - first) * self.shape[0], self.shape[1])
+        means = box_mean(stack, radius).reshape(end - first, -1)
+        np.take(means, self.band_place, axis=1, out=sums[first:end])
