@@ -153,8 +153,8 @@ class MatteSettings:
         decontaminate: re-estimate edge colours (:func:`estimate_foreground`).
         fast: the guided filter's linear coefficients on a grid :attr:`fast_subsample` times
             coarser (:func:`fast_guided_filter`), applied with the full-resolution picture.
-            The default: on ``bench/quality.py`` it matches the exact filter (slightly lower
-            SAD and halo on detector masks, the same on refiner masks) at a fraction of the
+            The default: on ``bench/quality.py`` it does as well as the exact filter or better
+            (lower SAD on detector masks, lower halo on both kinds) at a fraction of the
             cost. False runs the exact filter. Ignored when ``scale < 1`` (a preview, already
             small, filters exactly, or on a 2x grid from a scaled radius of 4).
         strands: keep thin structures (hair strands, props) the soft prior and the colours
