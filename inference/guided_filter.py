@@ -293,13 +293,6 @@ EDGE_TILE = 32
 _MAX_TILE_SHARE = 0.6
 
 
-def _mirrored(index: np.ndarray, size: int) -> np.ndarray:
-    """Indices past ``[0, size)`` mirrored back (``cv2.BORDER_REFLECT``: ``cba|abc|cba``)."""
-    index = np.where(index < 0, -index - 1, index)
-    index = np.where(index >= size, 2 * size - index - 1, index)
-    return np.clip(index, 0, size - 1)  # only reached by windows wider than the map
-
-
 def guided_filter_near_edges(image: np.ndarray, p: np.ndarray, radius: float, eps: float) -> np.ndarray:
     """``guided_filter_with(Guide(image), p, radius, eps)`` computed only where it can differ from ``p``.
 

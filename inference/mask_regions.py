@@ -104,16 +104,7 @@ def fill_small_holes_inplace(
     if enclosed is not None and (coverage is not None or pixel_area != 1.0):
         raise ValueError(f"expected enclosed at full resolution only, got pixel_area {pixel_area} and a coverage map")
     if coverage is not None or pixel_area != 1.0:
-        background = np.logical_not(mask)
-        count, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-        small = component_areas(labels, count, coverage, pixel_area) < max_area
-        small[0] = False  # label 0 is the foreground
-        for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-            small[edge] = False  # background touching the border is never a hole
-        filled = int(small.sum())
-        if filled:
-            mask[small[labels]] = True
-        return filled
+        return _fill_labelled_holes(mask, max_area, coverage, pixel_area)
     holes = _contours(mask, holes=True)
     if enclosed is not None:
         np.copyto(enclosed, mask)
@@ -133,15 +124,22 @@ def fill_small_holes_inplace(
     for x, y, w, h, _ in undecided:
         # Every background piece in the box that does not reach its edge is enclosed (a hole)
         # and lies wholly inside, so its area is exact; holes filled earlier are foreground now.
-        box = mask[y : y + h, x : x + w]
-        count, labels = cv2.connectedComponents(np.logical_not(box).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-        small = np.bincount(labels.ravel(), minlength=count) < max_area
-        small[0] = False
-        for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-            small[edge] = False
-        if small.any():
-            box[small[labels]] = True
-            filled += int(small.sum())
+        filled += _fill_labelled_holes(mask[y : y + h, x : x + w], max_area, None, 1.0)
+    return filled
+
+
+def _fill_labelled_holes(mask: np.ndarray, max_area: float, coverage: np.ndarray | None, pixel_area: float) -> int:
+    """Fill the background pieces of ``mask`` (a view is fine) off its edge smaller than
+    ``max_area``, labelling every pixel; returns how many were filled."""
+    background = np.logical_not(mask)
+    count, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    small = component_areas(labels, count, coverage, pixel_area) < max_area
+    small[0] = False  # label 0 is the foreground
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        small[edge] = False  # background touching the edge is never a hole
+    filled = int(small.sum())
+    if filled:
+        mask[small[labels]] = True
     return filled
 
 
