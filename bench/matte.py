@@ -1,10 +1,10 @@
 """Timing of the matte: full quality against the Nuggy baseline, and the display-size preview.
 
-* **Full quality** (what downloads use): ``refine_alpha`` + ``estimate_foreground``
-  with the defaults, against ``bench/nuggy.py``'s ``nuggy_alpha``, interleaved in one
-  process (one of each per round, same picture, same prior, same ``cv2`` threads) at
-  1920x1080 and 3840x2160, with the stages of Nukki's time listed.
-* **Preview** (what a slider change costs): ``refine_alpha`` (+ ``estimate_foreground``)
+* **Full quality** (what downloads use): ``refine_alpha_and_foreground`` (the matte and its
+  edge colours) with the defaults, against ``bench/nuggy.py``'s ``nuggy_alpha``, interleaved
+  in one process (one of each per round, same picture, same prior, same ``cv2`` threads) at
+  1920x1080 and 3840x2160, with the matte's share of Nukki's time listed.
+* **Preview** (what a slider change costs): ``refine_alpha`` (and ``refine_alpha_and_foreground``)
   on ``preview_inputs(..., max_side=1280)``'s picture and prior, at 1, 8 and 24 MP. The
   picture's shrink is cached by the caller (once per picture), the prior's once per
   selection: both are listed separately, not in the slider path.
@@ -33,11 +33,11 @@ import cv2
 import numpy as np
 from nuggy import nuggy_alpha
 
-from inference.foreground import estimate_foreground
 from inference.matte import (
     MatteSettings,
     preview_inputs,
     refine_alpha,
+    refine_alpha_and_foreground,
     shrink_for_preview,
 )
 from tests.scenes import make_strand_scene, refine_net_like
@@ -87,15 +87,13 @@ def main() -> None:
 
     print("\nFULL QUALITY vs NUGGY, interleaved, ms (median / min)")
     header = (f"{'picture':<12} {'nukki':>16} {'nuggy':>16} {'ratio':>6}   nukki stages (median): refine_alpha / "
-              "decontaminate   process CPU ms (median, all threads): nukki / nuggy")
+              "colours (the rest)   process CPU ms (median, all threads): nukki / nuggy")
     print(header)
     for size in ((1080, 1920), (2160, 3840)):
         image, prior = picture(size, base)
-        alpha = refine_alpha(image, prior, defaults)
 
         def nukki() -> None:
-            a = refine_alpha(image, prior, defaults)
-            estimate_foreground(image, a)
+            refine_alpha_and_foreground(image, prior, defaults)
 
         nukki()
         nuggy_alpha(image, prior)
@@ -104,7 +102,7 @@ def main() -> None:
             ours.append(once(nukki, ours_cpu))
             theirs.append(once(lambda: nuggy_alpha(image, prior), theirs_cpu))
         stage_alpha = timed(lambda: refine_alpha(image, prior, defaults), max(3, args.repeat // 3))[0]
-        stage_fg = timed(lambda: estimate_foreground(image, alpha), max(3, args.repeat // 3))[0]
+        stage_fg = float(np.median(ours)) - stage_alpha
         ratio = np.median(ours) / np.median(theirs)
         print(f"{size[1]}x{size[0]:<7} {np.median(ours):8.1f} / {np.min(ours):5.1f} "
               f"{np.median(theirs):8.1f} / {np.min(theirs):5.1f} {ratio:6.2f}   {stage_alpha:.1f} / {stage_fg:.1f}"
@@ -122,8 +120,7 @@ def main() -> None:
         alpha_only = timed(lambda: refine_alpha(small_image, small_prior, scaled), args.repeat)
 
         def with_colours(settings: MatteSettings = scaled) -> None:
-            a = refine_alpha(small_image, small_prior, settings)
-            estimate_foreground(small_image, a)
+            refine_alpha_and_foreground(small_image, small_prior, settings)
 
         full = timed(with_colours, args.repeat)
         # The slowest slider end: the widest guided filter and feather.

@@ -114,6 +114,11 @@ STRAND_REACH = 96
 _SPLIT_MIN_ROWS = 12 * STRAND_REACH
 
 
+def splits_crop(rows: int, scale: float) -> bool:
+    """Whether :func:`strand_alpha` works a crop of ``rows`` rows at ``scale`` in two halves, one on a side thread."""
+    return scale >= 1.0 and rows >= _SPLIT_MIN_ROWS
+
+
 def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarray:
     """Alpha of thin structures from the picture's colours, keeping the soft prior's mass.
 
@@ -148,7 +153,7 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
         ``(h, w)`` float32 in ``[0, 1]``.
     """
     height = prior.shape[0]
-    if scale < 1.0 or height < _SPLIT_MIN_ROWS:
+    if not splits_crop(height, scale):
         return _strand_alpha(image, prior, scale, side_thread=True)
     cut = height // 2 - height // 2 % 4  # on the 4-px cells of full resolution
     top = side_workers().submit(

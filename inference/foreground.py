@@ -17,15 +17,6 @@ from inference.image_io import check_rgb_image
 from inference.matte_checks import check_count, check_map
 
 
-def nonzero_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
-    """``xyxy`` box of a bool or uint8 mask's nonzero pixels grown by ``margin``, inside the mask."""
-    x, y, w, h = cv2.boundingRect(mask.view(np.uint8) if mask.dtype == np.bool_ else mask)
-    if w == 0 or h == 0:
-        return None
-    height, width = mask.shape
-    return max(0, x - margin), max(0, y - margin), min(width, x + w + margin), min(height, y + h + margin)
-
-
 #: Box radii of the blur-fusion steps of :func:`estimate_foreground`, wide to narrow. Chosen
 #: with the radii comparison of the earlier ``bench/quality.py`` (git history); the current
 #: one reports the halo these give. Without the 8 the halo there hardly changes, but a
@@ -47,7 +38,11 @@ _STRIP = 8
 
 
 def estimate_foreground(
-    image: np.ndarray, alpha: np.ndarray, *, radii: tuple[int, ...] = FOREGROUND_RADII
+    image: np.ndarray,
+    alpha: np.ndarray,
+    *,
+    radii: tuple[int, ...] = FOREGROUND_RADII,
+    within: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Clean edge colours: re-estimate the foreground colour where ``0 < alpha < 1``.
 
@@ -73,6 +68,9 @@ def estimate_foreground(
         image: ``(H, W, 3)`` uint8 RGB.
         alpha: ``(H, W)`` float in ``[0, 1]``.
         radii: box radius in pixels of each step (each >= 1), applied in order.
+        within: an ``xyxy`` box outside which ``alpha`` is 0 (the matte's own box, see
+            :func:`inference.matte.refine_alpha_and_foreground`): the edge band is looked
+            for there only. None: anywhere.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB foreground colour (a new array).
@@ -82,15 +80,15 @@ def estimate_foreground(
     if not isinstance(radii, (tuple, list)) or not radii:
         raise ValueError(f"expected radii as a non-empty tuple of ints >= 1, got {radii!r}")
     radii = tuple(check_count(r, "each radius", minimum=1) for r in radii)
+    height, width = alpha.shape
+    within = (0, 0, width, height) if within is None else _checked_box(within, (height, width))
     image = np.ascontiguousarray(image)
     # Independent work goes to the side threads (numpy and OpenCV release the GIL): half
     # of the band search, the coarse grid (while this thread gathers the band and its
     # mosaic), the copy for the result (while this one runs the steps).
-    at_band = _band_pixels(alpha)
+    at_band, ys, xs = _band_pixels(alpha, within)
     if at_band.size == 0:
         return image.copy()
-    height, width = alpha.shape
-    ys, xs = np.divmod(at_band, width)
     margin = max(radii) + 1
     box = (
         max(0, int(xs.min()) - margin),
@@ -121,15 +119,40 @@ def estimate_foreground(
     return out
 
 
-def _band_pixels(alpha: np.ndarray) -> np.ndarray:
-    """Flat positions of the pixels with ``0 < alpha < 1``, ascending: the two halves of
-    the picture on two threads."""
-    half = alpha.shape[0] // 2
-    if alpha.size < 2**16:
-        return _band_in_rows(alpha, 0, alpha.shape[0])
-    top_job = side_workers().submit(_band_in_rows, alpha, 0, half)
-    bottom = _band_in_rows(alpha, half, alpha.shape[0])
-    return np.concatenate([top_job.result(), bottom])
+def _checked_box(box: object, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    height, width = shape
+    if (
+        not isinstance(box, (tuple, list))
+        or len(box) != 4
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in box)
+        or not (0 <= box[0] <= box[2] <= width and 0 <= box[1] <= box[3] <= height)
+    ):
+        raise ValueError(f"expected within as an xyxy box of ints inside {width}x{height}, got {box!r}")
+    return tuple(int(v) for v in box)
+
+
+def _band_pixels(alpha: np.ndarray, within: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat positions (ascending), rows and columns of the pixels with ``0 < alpha < 1`` inside
+    the box ``within``: the two halves of the box on two threads."""
+    x0, y0, x1, y1 = within
+    crop = alpha[y0:y1, x0:x1]
+    half = crop.shape[0] // 2
+    if crop.size == 0:
+        nothing = np.zeros(0, np.int64)
+        return nothing, nothing, nothing
+    if crop.size < 2**16:
+        at_band = _band_in_rows(crop, 0, crop.shape[0])
+    else:
+        top_job = side_workers().submit(_band_in_rows, crop, 0, half)
+        bottom = _band_in_rows(crop, half, crop.shape[0])
+        at_band = np.concatenate([top_job.result(), bottom])
+    ys, xs = np.divmod(at_band, max(1, crop.shape[1]))
+    if (x0, y0, x1) != (0, 0, alpha.shape[1]):
+        ys += y0
+        xs += x0
+        at_band = ys * alpha.shape[1]
+        at_band += xs
+    return at_band, ys, xs
 
 
 def _band_in_rows(alpha: np.ndarray, y0: int, y1: int) -> np.ndarray:

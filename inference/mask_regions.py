@@ -10,6 +10,9 @@ At full resolution the pieces are found from their contours (``cv2.findContours`
 fraction of labelling every pixel: a piece's bounding box bounds its area from both sides
 (an 8-connected piece spanning ``n`` columns has at least ``n`` pixels, and at most its box's),
 so only pieces the box leaves undecided are labelled, inside their own box.
+
+:func:`boxes_at_or_above` finds where a soft map reaches given levels (the boxes the matte
+works in) without a full-size temporary.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import cv2
 import numpy as np
 
 from inference import band_matting
+from inference.guided_filter import side_workers
 
 
 def component_areas(labels: np.ndarray, count: int, coverage: np.ndarray | None, pixel_area: float) -> np.ndarray:
@@ -219,3 +223,36 @@ def clean_mask(
     else:
         holes = fill_small_holes_inplace(cleaned, max_hole_area)
     return cleaned, (cleaned != mask) if islands or holes else None, islands, holes
+
+
+def boxes_at_or_above(prior: np.ndarray, levels: tuple[float, ...]) -> list[tuple[int, int, int, int] | None]:
+    """``xyxy`` bounding box of ``prior >= level`` for each level (None: no such pixel), from one
+    pass of row maxima (the top half on a side thread) and one of column maxima over the rows
+    that hold any. NaN counts as below every level."""
+    half = prior.shape[0] // 2
+    if prior.size >= 2**18:
+        top = side_workers().submit(np.fmax.reduce, prior[:half], axis=1)
+        bottom = np.fmax.reduce(prior[half:], axis=1)
+        row_max = np.concatenate([top.result(), bottom])
+    else:
+        row_max = np.fmax.reduce(prior, axis=1)
+    rows = np.flatnonzero(row_max >= np.float32(min(levels)))
+    if rows.size == 0:
+        return [None] * len(levels)
+    # Every pixel at or above any level lies in these rows.
+    column_max = np.fmax.reduce(prior[rows[0] : rows[-1] + 1], axis=0)
+    boxes = []
+    for level in levels:
+        ys = np.flatnonzero(row_max >= np.float32(level))
+        xs = np.flatnonzero(column_max >= np.float32(level))
+        boxes.append((int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1) if ys.size else None)
+    return boxes
+
+
+def grown_box(box: tuple[int, int, int, int] | None, margin: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """``box`` (xyxy) grown by ``margin`` on every side, inside a map of ``shape`` ``(H, W)``."""
+    if box is None:
+        return None
+    height, width = shape
+    x0, y0, x1, y1 = box
+    return max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)

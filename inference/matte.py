@@ -22,7 +22,7 @@ import numpy as np
 
 from inference import band_matting
 from inference.band_matting import strand_alpha
-from inference.foreground import FOREGROUND_RADII, estimate_foreground, nonzero_box  # noqa: F401
+from inference.foreground import FOREGROUND_RADII, estimate_foreground  # noqa: F401
 from inference.guided_filter import (
     Guide,
     add_guided_filter_of_changes,
@@ -33,9 +33,11 @@ from inference.guided_filter import (
 )
 from inference.image_io import check_rgb_image
 from inference.mask_regions import (
+    boxes_at_or_above,
     clean_mask,
     fill_small_holes_inplace,
     filled_mask,
+    grown_box,
     remove_small_regions_inplace,
 )
 from inference.matte_checks import (
@@ -280,9 +282,10 @@ def _refine_alpha(
     *,
     prior_ramp: float = PRIOR_RAMP,
     fast_subsample: int | None = None,
-) -> tuple[np.ndarray, MatteReport]:
+) -> tuple[np.ndarray, MatteReport, tuple[int, int, int, int]]:
     """:func:`refine_alpha_with_report`; ``prior_ramp`` (0: hard threshold) and ``fast_subsample``
-    (default: the settings') exposed for benchmarks."""
+    (default: the settings') exposed for benchmarks. Also returns the ``xyxy`` box outside
+    which the alpha is 0."""
     if not isinstance(settings, MatteSettings):
         raise ValueError(f"expected settings as MatteSettings, got {describe(settings)}")
     if fast_subsample is None:
@@ -298,21 +301,12 @@ def _refine_alpha(
     # outside the union of those boxes (grown by the feather) the result is 0.
     reach = 2 * math.ceil(radius) + 2 + (2 * subsample if subsample > 1 else 0)
     lowest_on = settings.threshold - prior_ramp / 2 if prior_ramp > 0 else settings.threshold
-    strand_box = None
     if settings.strands:
-        strand_reach = math.ceil(band_matting.STRAND_RADIUS * scale) + 1
-        strand_box = nonzero_box(prior >= np.float32(band_matting.PRIOR_FLOOR), strand_reach)
-    if settings.strands and lowest_on >= band_matting.PRIOR_FLOOR:
-        # The solid part lies inside the strand box: look for it there only (one full-frame pass less).
-        solid_box = None
-        if strand_box is not None:
-            bx0, by0, bx1, by1 = strand_box
-            inner = nonzero_box(prior[by0:by1, bx0:bx1] >= np.float32(lowest_on), 0)
-            if inner is not None:
-                solid_box = (max(0, bx0 + inner[0] - reach), max(0, by0 + inner[1] - reach),
-                             min(width, bx0 + inner[2] + reach), min(height, by0 + inner[3] + reach))
+        strand_at, solid_at = boxes_at_or_above(prior, (band_matting.PRIOR_FLOOR, lowest_on))
+        strand_box = grown_box(strand_at, math.ceil(band_matting.STRAND_RADIUS * scale) + 1, prior.shape)
     else:
-        solid_box = nonzero_box(prior >= np.float32(lowest_on), reach)
+        (solid_at,), strand_box = boxes_at_or_above(prior, (lowest_on,)), None
+    solid_box = grown_box(solid_at, reach, prior.shape)
     if solid_box is not None and subsample > 1:
         # Whole cells on the picture's grid: OpenCV's fast exact resize, and the same cells
         # wherever the character stands.
@@ -322,12 +316,11 @@ def _refine_alpha(
     boxes = [b for b in (solid_box, strand_box) if b is not None]
     box = tuple(int(v) for v in (*np.min(boxes, axis=0)[:2], *np.max(boxes, axis=0)[2:])) if boxes else None
     if box is None:
-        return out, MatteReport()
+        return out, MatteReport(), (0, 0, 0, 0)
     feather_reach = math.ceil(settings.feather * scale) + 1 if settings.feather > 0 else 0
     x0, y0, x1, y1 = box
     x0, y0 = max(0, x0 - feather_reach), max(0, y0 - feather_reach)
     x1, y1 = min(width, x1 + feather_reach), min(height, y1 + feather_reach)
-    alpha = out[y0:y1, x0:x1]
     solid_job = None
     if solid_box is not None:
         sx0, sy0, sx1, sy1 = solid_box
@@ -340,7 +333,10 @@ def _refine_alpha(
                 _solid_alpha, solid_image, solid_prior, None, None, settings, prior_ramp, fast_subsample
             )
     filled = None
-    if scale >= 1.0 and settings.max_hole_area > 1:  # holes need only the mask: fill them on the side
+    # Holes need only the mask: fill them on the side, unless the strands take both side threads
+    # (there the fill would hold back a strand half; the island step fills them here instead).
+    strands_split = settings.strands and band_matting.splits_crop(y1 - y0, scale)
+    if scale >= 1.0 and settings.max_hole_area > 1 and not strands_split:
         filled = side_workers().submit(filled_mask, prior[y0:y1, x0:x1], settings.threshold, settings.max_hole_area)
     # Views, not copies: OpenCV and numpy read row-strided crops directly.
     strands = strand_alpha(image[y0:y1, x0:x1], prior[y0:y1, x0:x1], scale) if settings.strands else None
@@ -357,28 +353,55 @@ def _refine_alpha(
             solid_image, solid_prior, mask[inside],
             None if changed is None else changed[inside], settings, prior_ramp, fast_subsample,
         )
+    # The crop's alpha is worked in a buffer of its own (contiguous: several times faster than in
+    # the picture-wide one), then copied there.
     if strands is not None:
-        alpha[...] = strands
+        alpha = strands
         if solid_box is not None:
             np.maximum(solid, strands[inside], out=alpha[inside])
-    elif solid_box is not None:
-        alpha[inside] = solid
+    else:
+        alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
+        if solid_box is not None:
+            alpha[inside] = solid
     if settings.feather > 0:
-        out[y0:y1, x0:x1] = _feathered(alpha, settings.feather * scale)
+        alpha = _feathered(alpha, settings.feather * scale)
     # Clip to [0, 1], snapping what an 8-bit export stores as 0 or 255, so the edge band (and the
     # colour clean-up after it) is as narrow as the result really is (1 - alpha: the top end).
     cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
     np.subtract(np.float32(1.0), alpha, out=alpha)
     cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
-    np.subtract(np.float32(1.0), alpha, out=alpha)
-    return out, report
+    np.subtract(np.float32(1.0), alpha, out=out[y0:y1, x0:x1])
+    return out, report, (x0, y0, x1, y1)
 
 
 def refine_alpha_with_report(
     image: np.ndarray, prior: np.ndarray, settings: MatteSettings
 ) -> tuple[np.ndarray, MatteReport]:
     """:func:`refine_alpha` plus what the island and hole sliders did (:class:`MatteReport`)."""
-    return _refine_alpha(image, prior, settings)
+    return _refine_alpha(image, prior, settings)[:2]
+
+
+def refine_alpha_and_foreground(
+    image: np.ndarray, prior: np.ndarray, settings: MatteSettings
+) -> tuple[np.ndarray, np.ndarray, MatteReport]:
+    """The whole matte stage, what downloads and previews show: ``(alpha, foreground, report)``.
+
+    ``alpha`` and ``report`` are :func:`refine_alpha_with_report`'s; ``foreground`` is
+    :func:`estimate_foreground` of that alpha (its edge band looked for only in the box the
+    matte worked in) with ``settings.decontaminate``, else ``image`` itself.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        prior: ``(H, W)`` float soft mask in ``[0, 1]``.
+        settings: the matte settings.
+
+    Returns:
+        ``(H, W)`` float32 alpha in ``[0, 1]``, ``(H, W, 3)`` uint8 RGB foreground colours and
+        the :class:`MatteReport`.
+    """
+    alpha, report, box = _refine_alpha(image, prior, settings)
+    foreground = estimate_foreground(image, alpha, within=box) if settings.decontaminate else image
+    return alpha, foreground, report
 
 
 def refine_alpha(image: np.ndarray, prior: np.ndarray, settings: MatteSettings) -> np.ndarray:

@@ -30,7 +30,7 @@ from inference.composite import Background, background_plate, composite_over, re
 from inference.export import cutout_png, encode_png, mask_png, trimmed_rgba
 from inference.image_io import check_rgb_image
 from inference.instances import COVER_THRESHOLD, Instances
-from inference.matte import MatteSettings, estimate_foreground, preview_inputs, refine_alpha, shrink_for_preview
+from inference.matte import MatteSettings, preview_inputs, refine_alpha_and_foreground, shrink_for_preview
 from inference.segmenter import BackendChoice, DetectionSettings, Refiner, Segmenter
 
 #: The message of every export asked for with no character chosen.
@@ -162,8 +162,9 @@ def render_cutout(
 ) -> Cutout:
     """Matte the chosen characters of an ``(H, W, 3)`` uint8 RGB image.
 
-    The union of their soft masks is the alpha prior for :func:`refine_alpha`;
-    the foreground colour is decontaminated when ``matte.decontaminate`` is set.
+    The union of their soft masks is the alpha prior for
+    :func:`~inference.matte.refine_alpha_and_foreground`, which also decontaminates
+    the foreground colour when ``matte.decontaminate`` is set.
     Nothing chosen renders nothing (alpha 0 everywhere).
 
     Args:
@@ -177,8 +178,7 @@ def render_cutout(
     prior = instances.combined_alpha(selected)
     if max_side is not None:
         image, prior, matte = preview_inputs(image, prior, matte, max_side=max_side, small_image=small_image)
-    alpha = refine_alpha(image, prior, matte)
-    foreground = estimate_foreground(image, alpha) if matte.decontaminate else image
+    alpha, foreground, _ = refine_alpha_and_foreground(image, prior, matte)
     return Cutout(alpha, foreground)
 
 

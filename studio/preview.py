@@ -17,13 +17,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from inference.composite import Background, composite_over, render_background
-from inference.foreground import estimate_foreground
 from inference.instances import Instances
 from inference.matte import (
     MatteReport,
     MatteSettings,
     preview_inputs,
-    refine_alpha_with_report,
+    refine_alpha_and_foreground,
 )
 from inference.pipeline import Cutout
 
@@ -75,15 +74,15 @@ def prepare_preview(
 
 
 def render_preview(inputs: PreviewInputs, matte: MatteSettings) -> tuple[Cutout, MatteReport]:
-    """The download's matte at display size: ``refine_alpha(*preview_inputs(...))`` with the shrink reused.
+    """The download's matte at display size: ``refine_alpha_and_foreground(*preview_inputs(...))``
+    with the shrink reused.
 
     Returns:
         The preview cutout (``alpha``/``foreground`` at display size) and what the
         island and hole steps did there.
     """
     scaled = replace(matte, scale=float(matte.scale) * inputs.factor)
-    alpha, report = refine_alpha_with_report(inputs.small_image, inputs.small_prior, scaled)
-    foreground = estimate_foreground(inputs.small_image, alpha) if matte.decontaminate else inputs.small_image
+    alpha, foreground, report = refine_alpha_and_foreground(inputs.small_image, inputs.small_prior, scaled)
     return Cutout(alpha, foreground), report
 
 

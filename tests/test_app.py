@@ -483,8 +483,8 @@ def test_island_and_hole_sliders_say_what_they_did(cutout_page, monkeypatch):
     at = cutout_page
     said = r"^(No specks this small here|\d+ specks? removed), (no holes this small here|\d+ holes? filled)\.$"
     assert any(re.match(said, c.value) for c in at.caption)
-    monkeypatch.setattr(preview, "refine_alpha_with_report",
-                        lambda *a: (np.zeros(a[1].shape, np.float32), MatteReport(3, 1)))
+    monkeypatch.setattr(preview, "refine_alpha_and_foreground",
+                        lambda *a: (np.zeros(a[1].shape, np.float32), a[0], MatteReport(3, 1)))
     at.slider(key="keep.matte.feather").set_value(0.5)
     at.run()
     assert any(c.value == "3 specks removed, 1 hole filled." for c in at.caption)
@@ -628,14 +628,14 @@ def test_pictures_over_the_pixel_limit_are_refused(cutout_page, monkeypatch):
 
 def test_an_engine_bug_in_the_matte_shows_a_message_not_a_traceback(cutout_page, monkeypatch):
     at = cutout_page
-    real = preview.refine_alpha_with_report
+    real = preview.refine_alpha_and_foreground
 
     def broken(image, prior, matte):
         if matte.guided_radius == 16:
             raise RuntimeError("OpenCV(5.0.0) error: (-215:Assertion failed) in function 'remap'")
         return real(image, prior, matte)
 
-    monkeypatch.setattr(preview, "refine_alpha_with_report", broken)
+    monkeypatch.setattr(preview, "refine_alpha_and_foreground", broken)
     at.slider(key="keep.matte.guided_radius").set_value(16)
     at.run()
     assert not at.exception

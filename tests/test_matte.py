@@ -907,6 +907,58 @@ def test_estimate_foreground_without_a_band_returns_a_copy():
     others = np.ones((30, 40), bool)
     others[7, 12] = False
     assert np.array_equal(got[others], image[others])
+
+
+def test_estimate_foreground_within_a_box_holding_the_alpha_is_the_same(scene, monkeypatch):
+    from inference import foreground
+
+    image, alpha = scene.image, scene.alpha
+    ys, xs = np.nonzero(alpha)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    assert box != (0, 0, alpha.shape[1], alpha.shape[0]) and alpha[box[1] : box[3], box[0] : box[2]].size >= 2**16
+    expected = estimate_foreground(image, alpha)
+    searched = []
+    band_in_rows = foreground._band_in_rows
+    monkeypatch.setattr(foreground, "_band_in_rows", lambda a, y0, y1: searched.append(a[y0:y1].shape) or band_in_rows(a, y0, y1))
+    assert np.array_equal(estimate_foreground(image, alpha, within=box), expected)
+    # Only the box was searched (in two halves, on two threads).
+    assert sum(h for h, _ in searched) == box[3] - box[1] and {w for _, w in searched} == {box[2] - box[0]}
+    assert np.array_equal(estimate_foreground(image, np.zeros_like(alpha), within=(5, 5, 5, 9)), image)
+    for bad in [(0, 0, 10**6, 5), (5, 5, 2, 9), (0.5, 0, 3, 3), (0, 0, 3), "box"]:
+        with pytest.raises(ValueError, match="expected within"):
+            estimate_foreground(image, alpha, within=bad)
+
+
+@pytest.mark.parametrize(("decontaminate", "feather"), [(True, 0.0), (True, 3.0), (False, 0.0)])
+def test_refine_alpha_and_foreground_is_the_matte_then_its_colours(scene, decontaminate, feather):
+    prior = refine_net_like(scene.alpha, long_side=240)
+    settings = MatteSettings(decontaminate=decontaminate, feather=feather)
+    alpha, foreground, report = matte.refine_alpha_and_foreground(scene.image, prior, settings)
+    expected_alpha, expected_report = matte.refine_alpha_with_report(scene.image, prior, settings)
+    assert np.array_equal(alpha, expected_alpha) and report == expected_report
+    expected = estimate_foreground(scene.image, expected_alpha) if decontaminate else scene.image
+    assert np.array_equal(foreground, expected)
+    assert (foreground != scene.image).any() == decontaminate
+    alpha, foreground, _ = matte.refine_alpha_and_foreground(scene.image, np.zeros_like(prior), settings)
+    assert not alpha.any() and np.array_equal(foreground, scene.image)
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (600, 500)])  # one pass here, and halves on two threads
+def test_boxes_at_or_above_are_each_levels_bounding_box(shape):
+    from inference.mask_regions import boxes_at_or_above
+
+    rng = np.random.default_rng(sum(shape))
+    prior = np.zeros(shape, np.float32)
+    for _ in range(4):
+        y, x = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        prior[y : y + 3, x : x + 2] = rng.random()
+    prior[shape[0] // 2, 0] = np.nan  # counts as below every level
+    prior[-1, -1] = 0.3
+    for levels in [(0.02, 0.45), (0.45,), (0.3, 0.999), (0.0,)]:
+        for level, box in zip(levels, boxes_at_or_above(prior, levels)):
+            ys, xs = np.nonzero(prior >= np.float32(level))
+            assert box == ((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if ys.size else None), level
+    assert boxes_at_or_above(np.zeros(shape, np.float32), (0.02, 0.5)) == [None, None]
 # ---------------------------------------------------------------------------- end of the fgspeed section
 
 
