@@ -336,13 +336,17 @@ def _refine_alpha(
             solid_job = side_workers().submit(
                 _solid_alpha, solid_image, solid_prior, None, None, settings, prior_ramp, fast_subsample
             )
+    # Holes need only the mask: they are filled on a side thread while the strands (or islands)
+    # are worked here; after the strands when those take both side threads (queued before,
+    # the fill would hold back a strand half).
+    fill_holes = scale >= 1.0 and settings.max_hole_area > 1
+    fill_after_strands = settings.strands and band_matting.splits_crop(y1 - y0, scale)
     filled = None
-    # Holes need only the mask: fill them on the side, unless the strands take both side threads
-    # (there the fill would hold back a strand half; the island step fills them here instead).
-    strands_split = settings.strands and band_matting.splits_crop(y1 - y0, scale)
-    if scale >= 1.0 and settings.max_hole_area > 1 and not strands_split:
+    if fill_holes and not fill_after_strands:
         filled = side_workers().submit(filled_mask, prior, settings.threshold, settings.max_hole_area)
     strands = strand_alpha(image, prior, scale) if settings.strands else None
+    if fill_holes and fill_after_strands:
+        filled = side_workers().submit(filled_mask, prior, settings.threshold, settings.max_hole_area)
     mask, changed, report = _clean_mask(prior, settings, strands, filled)
     if solid_job is not None:
         solid = solid_job.result()
@@ -368,13 +372,24 @@ def _refine_alpha(
             alpha[inside] = solid
     if settings.feather > 0:
         alpha = _feathered(alpha, settings.feather * scale)
-    # Clip to [0, 1], snapping what an 8-bit export stores as 0 or 255, so the edge band (and the
-    # colour clean-up after it) is as narrow as the result really is (1 - alpha: the top end).
+    # The top half on a side thread.
+    target = out[y0:y1, x0:x1]
+    half = alpha.shape[0] // 2 if alpha.size >= 2**18 else 0
+    top = side_workers().submit(_snapped_into, alpha[:half], target[:half]) if half else None
+    _snapped_into(alpha[half:], target[half:])
+    if top is not None:
+        top.result()
+    return out, report, (x0, y0, x1, y1)
+
+
+def _snapped_into(alpha: np.ndarray, target: np.ndarray) -> None:
+    """``alpha`` clipped to [0, 1] into ``target``, snapping what an 8-bit export stores as 0 or
+    255, so the edge band (and the colour clean-up after it) is as narrow as the result really
+    is (``1 - alpha``: the top end); ``alpha`` is overwritten."""
     cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
     np.subtract(np.float32(1.0), alpha, out=alpha)
     cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
-    np.subtract(np.float32(1.0), alpha, out=out[y0:y1, x0:x1])
-    return out, report, (x0, y0, x1, y1)
+    np.subtract(np.float32(1.0), alpha, out=target)
 
 
 def refine_alpha_with_report(
