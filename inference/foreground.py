@@ -7,8 +7,6 @@ the edge band.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-
 import cv2
 import numpy as np
 
@@ -84,8 +82,9 @@ def estimate_foreground(
     within = (0, 0, width, height) if within is None else _checked_box(within, (height, width))
     image = np.ascontiguousarray(image)
     # Independent work goes to the side threads (numpy and OpenCV release the GIL): half
-    # of the band search, the coarse grid (while this thread gathers the band and its
-    # mosaic), the copy for the result (while this one runs the steps).
+    # of the band search, the strip mosaic and half of the coarse grid (while this thread
+    # gathers the band and fills the other half), the copy for the result (while this one
+    # runs the steps).
     at_band, ys, xs = _band_pixels(alpha, within)
     if at_band.size == 0:
         return image.copy()
@@ -96,16 +95,19 @@ def estimate_foreground(
         min(width, int(xs.max()) + 1 + margin),
         min(height, int(ys[-1]) + 1 + margin),
     )
-    grid = _CoarseGrid(image, alpha, box) if max(radii) >= _GRID_MIN_RADIUS else None
-    grid_jobs = grid.fill_on_side_threads() if grid is not None else []
-    band = _Band(image, alpha, at_band, ys, xs)
     narrow = [r for r in radii if r < _GRID_MIN_RADIUS]
-    strips = _BandStrips(image, alpha, ys, xs, max(narrow)) if narrow else None
-    out_job = side_workers().submit(image.copy)
-    for job in grid_jobs:
-        job.result()
+    strips_job = side_workers().submit(_BandStrips, image, alpha, ys, xs, max(narrow)) if narrow else None
+    grid = _CoarseGrid(image, alpha, box) if max(radii) >= _GRID_MIN_RADIUS else None
     if grid is not None:
+        top, bottom = grid.halves()
+        top_job = side_workers().submit(grid.fill_rows, *top)
+    out_job = side_workers().submit(image.copy)
+    band = _Band(image, alpha, at_band, ys, xs)
+    if grid is not None:
+        grid.fill_rows(*bottom)
+        top_job.result()
         grid.add_band(band)
+    strips = strips_job.result() if strips_job is not None else None
     # alpha F and (1 - alpha) B at the band, (6, N) (None while F = B = I); F after the last step.
     values = None
     for step, r in enumerate(radii):
@@ -228,7 +230,7 @@ class _CoarseGrid:
     It holds the cell means of ``alpha I`` (3 channels), ``alpha`` and ``(1 - alpha) I``
     (3), one ``(7, h, w)`` float32 stack in the order of the box means. Off the band
     ``alpha I`` is the picture where alpha is 1 and 0 elsewhere, so the grid comes from
-    the uint8 picture with the solid part masked (:meth:`fill_on_side_threads`, which
+    the uint8 picture with the solid part masked (:meth:`fill_rows`, which
     needs only the crop), plus the band's own values added per cell (:meth:`add_band`):
     no full-size float plane is ever made. A box of radius ``r`` reaches
     ``round(r / step)`` cells (at least 1) to each side; band pixels read the box means
@@ -246,13 +248,14 @@ class _CoarseGrid:
         self.crop_alpha = alpha[y0 : y0 + grid_h * step, x0 : x0 + grid_w * step]
         self.planes = np.empty((7, grid_h, grid_w), np.float32)
 
-    def fill_on_side_threads(self) -> list[Future]:
-        """Start filling the grid from the crop, its top and bottom halves on the two side
-        threads: ``alpha I`` without the band's share, ``alpha``, and ``I`` for now."""
+    def halves(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The grid rows ``(first, end)`` of its top and bottom halves, for :meth:`fill_rows`."""
         half = self.grid_shape[0] // 2
-        return [side_workers().submit(self._fill_rows, *rows) for rows in ((0, half), (half, self.grid_shape[0]))]
+        return (0, half), (half, self.grid_shape[0])
 
-    def _fill_rows(self, first: int, end: int) -> None:
+    def fill_rows(self, first: int, end: int) -> None:
+        """Fill grid rows ``first`` to ``end`` from the crop (rows apart may be filled at the
+        same time): ``alpha I`` without the band's share, ``alpha``, and ``I`` for now."""
         if first == end:
             return
         step = self.step
@@ -260,7 +263,6 @@ class _CoarseGrid:
         crop_alpha = self.crop_alpha[first * step : end * step]
         solid_image = np.zeros(crop_image.shape, np.uint8)
         cv2.copyTo(crop_image, (crop_alpha >= 1).view(np.uint8), solid_image)
-        size = (self.grid_shape[1], end - first)
         planes = self.planes[:, first:end]
         planes[3] = _shrunk(crop_alpha, step)
         for c, channel in enumerate(cv2.split(_shrunk(solid_image, step))):
