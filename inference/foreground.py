@@ -40,7 +40,6 @@ def estimate_foreground(
     alpha: np.ndarray,
     *,
     radii: tuple[int, ...] = FOREGROUND_RADII,
-    within: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Clean edge colours: re-estimate the foreground colour where ``0 < alpha < 1``.
 
@@ -66,28 +65,58 @@ def estimate_foreground(
         image: ``(H, W, 3)`` uint8 RGB.
         alpha: ``(H, W)`` float in ``[0, 1]``.
         radii: box radius in pixels of each step (each >= 1), applied in order.
-        within: an ``xyxy`` box outside which ``alpha`` is 0 (the matte's own box, see
-            :func:`inference.matte.refine_alpha_and_foreground`): the edge band is looked
-            for there only. None: anywhere.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB foreground colour (a new array).
     """
+    image, alpha, radii = _checked(image, alpha, radii)
+    return _estimate_at_band(image, alpha, _band_pixels(alpha), radii)
+
+
+def estimate_foreground_at_band(
+    image: np.ndarray, alpha: np.ndarray, at_band: np.ndarray, *, radii: tuple[int, ...] = FOREGROUND_RADII
+) -> np.ndarray:
+    """:func:`estimate_foreground` with its edge band given: ``at_band`` holds the flat positions,
+    ascending, of every pixel with ``0 < alpha < 1`` (as :func:`edge_band` finds them; the matte
+    finds them while it writes its alpha, see :func:`inference.matte.refine_alpha_and_foreground`).
+    """
+    image, alpha, radii = _checked(image, alpha, radii)
+    if not isinstance(at_band, np.ndarray) or at_band.ndim != 1 or at_band.dtype.kind not in "iu":
+        raise ValueError(f"expected at_band as a 1-D array of flat positions, got {at_band!r:.80}")
+    if at_band.size and (at_band[0] < 0 or at_band[-1] >= alpha.size):
+        raise ValueError(f"expected at_band inside the {alpha.size} pixels, got {at_band[0]}..{at_band[-1]}")
+    return _estimate_at_band(image, alpha, at_band, radii)
+
+
+def edge_band(alpha: np.ndarray) -> np.ndarray:
+    """Flat positions, ascending, of the pixels with ``0 < alpha < 1`` of an ``(h, w)`` float32 map."""
+    # One pass: the smallest float32 above 0 up to the largest below 1.
+    band = cv2.inRange(alpha, _ABOVE_ZERO, _BELOW_ONE)
+    return np.flatnonzero(np.bitwise_and(band, 1, out=band).view(np.bool_))
+
+
+def _checked(
+    image: np.ndarray, alpha: np.ndarray, radii: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     image = check_rgb_image(image)
     alpha = np.ascontiguousarray(check_map(alpha, image.shape[:2], "alpha"))
     if not isinstance(radii, (tuple, list)) or not radii:
         raise ValueError(f"expected radii as a non-empty tuple of ints >= 1, got {radii!r}")
     radii = tuple(check_count(r, "each radius", minimum=1) for r in radii)
-    height, width = alpha.shape
-    within = (0, 0, width, height) if within is None else _checked_box(within, (height, width))
-    image = np.ascontiguousarray(image)
-    # Independent work goes to the side threads (numpy and OpenCV release the GIL): half
-    # of the band search, the strip mosaic and half of the coarse grid (while this thread
-    # gathers the band and fills the other half), the copy for the result (while this one
-    # runs the steps).
-    at_band, ys, xs = _band_pixels(alpha, within)
+    return np.ascontiguousarray(image), alpha, radii
+
+
+def _estimate_at_band(
+    image: np.ndarray, alpha: np.ndarray, at_band: np.ndarray, radii: tuple[int, ...]
+) -> np.ndarray:
+    """:func:`estimate_foreground` of checked contiguous inputs and the band's flat positions."""
     if at_band.size == 0:
         return image.copy()
+    height, width = alpha.shape
+    ys, xs = np.divmod(at_band, width)
+    # Independent work goes to the side threads (numpy and OpenCV release the GIL): the
+    # strip mosaic and half of the coarse grid (while this thread gathers the band and
+    # fills the other half), the copy for the result (while this one runs the steps).
     margin = max(radii) + 1
     box = (
         max(0, int(xs.min()) - margin),
@@ -121,48 +150,15 @@ def estimate_foreground(
     return out
 
 
-def _checked_box(box: object, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    height, width = shape
-    if (
-        not isinstance(box, (tuple, list))
-        or len(box) != 4
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in box)
-        or not (0 <= box[0] <= box[2] <= width and 0 <= box[1] <= box[3] <= height)
-    ):
-        raise ValueError(f"expected within as an xyxy box of ints inside {width}x{height}, got {box!r}")
-    return tuple(int(v) for v in box)
-
-
-def _band_pixels(alpha: np.ndarray, within: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat positions (ascending), rows and columns of the pixels with ``0 < alpha < 1`` inside
-    the box ``within``: the two halves of the box on two threads."""
-    x0, y0, x1, y1 = within
-    crop = alpha[y0:y1, x0:x1]
-    half = crop.shape[0] // 2
-    if crop.size == 0:
-        nothing = np.zeros(0, np.int64)
-        return nothing, nothing, nothing
-    if crop.size < 2**16:
-        at_band = _band_in_rows(crop, 0, crop.shape[0])
-    else:
-        top_job = side_workers().submit(_band_in_rows, crop, 0, half)
-        bottom = _band_in_rows(crop, half, crop.shape[0])
-        at_band = np.concatenate([top_job.result(), bottom])
-    ys, xs = np.divmod(at_band, max(1, crop.shape[1]))
-    if (x0, y0, x1) != (0, 0, alpha.shape[1]):
-        ys += y0
-        xs += x0
-        at_band = ys * alpha.shape[1]
-        at_band += xs
-    return at_band, ys, xs
-
-
-def _band_in_rows(alpha: np.ndarray, y0: int, y1: int) -> np.ndarray:
-    # 0 < alpha < 1 in one pass: the smallest float32 above 0 up to the largest below 1.
-    band = cv2.inRange(alpha[y0:y1], _ABOVE_ZERO, _BELOW_ONE)
-    at_band = np.flatnonzero(np.bitwise_and(band, 1, out=band).view(np.bool_))
-    at_band += y0 * alpha.shape[1]
-    return at_band
+def _band_pixels(alpha: np.ndarray) -> np.ndarray:
+    """:func:`edge_band` of the whole picture, its two halves on two threads."""
+    half = alpha.shape[0] // 2
+    if alpha.size < 2**16:
+        return edge_band(alpha)
+    top_job = side_workers().submit(edge_band, alpha[:half])
+    bottom = edge_band(alpha[half:])
+    bottom += half * alpha.shape[1]
+    return np.concatenate([top_job.result(), bottom])
 
 
 class _Band:

@@ -1,9 +1,9 @@
 """Connected pieces of a mask: drop small ones (specks) and fill small enclosed holes, in place.
 
-The working parts of :func:`inference.matte.remove_small_regions` and
-:func:`inference.matte.fill_small_holes` (and of ``refine_alpha``'s island and hole steps),
-with areas measured in full-resolution pixels so a shrunk preview keeps them, and the whole
-step of the matte (:func:`clean_mask`).
+:func:`remove_small_regions` and :func:`fill_small_holes` (re-exported by
+:mod:`inference.matte`), their in-place working parts (also those of ``refine_alpha``'s island
+and hole steps, with areas measured in full-resolution pixels so a shrunk preview keeps them),
+and the whole step of the matte (:func:`clean_mask`).
 
 At full resolution the pieces are found from their contours (``cv2.findContours`` follows
 8-connected foreground and 4-connected holes, the connectivities used here), which costs a
@@ -24,6 +24,45 @@ import numpy as np
 
 from inference import band_matting
 from inference.guided_filter import side_workers
+from inference.matte_checks import check_count, check_mask
+
+
+def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop foreground specks: 8-connected True components of fewer than ``min_area`` pixels.
+
+    Args:
+        mask: ``(H, W)`` bool.
+        min_area: smallest component kept, in pixels, >= 0 (0 and 1 keep everything).
+
+    Returns:
+        A new ``(H, W)`` bool mask.
+    """
+    mask = check_mask(mask)
+    min_area = check_count(min_area, "min_area", minimum=0)
+    out = np.array(mask, dtype=np.bool_, order="C", copy=True)
+    remove_small_regions_inplace(out, min_area)
+    return out
+
+
+def fill_small_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
+    """Plug pin holes: 4-connected False components off the border, of fewer than ``max_area`` pixels.
+
+    Holes use 4-connectivity, the counterpart of the 8-connected foreground of
+    :func:`remove_small_regions`, so a hole never leaks through a diagonal gap.
+    Background touching the picture's border is never filled, whatever its size.
+
+    Args:
+        mask: ``(H, W)`` bool.
+        max_area: holes with fewer pixels than this are filled, >= 0 (0 and 1 fill nothing).
+
+    Returns:
+        A new ``(H, W)`` bool mask.
+    """
+    mask = check_mask(mask)
+    max_area = check_count(max_area, "max_area", minimum=0)
+    out = np.array(mask, dtype=np.bool_, order="C", copy=True)
+    fill_small_holes_inplace(out, max_area)
+    return out
 
 
 def component_areas(labels: np.ndarray, count: int, coverage: np.ndarray | None, pixel_area: float) -> np.ndarray:
@@ -53,7 +92,7 @@ def _contours(mask: np.ndarray, holes: bool) -> list[tuple[np.ndarray, tuple[int
 def remove_small_regions_inplace(
     mask: np.ndarray, min_area: float, *, coverage: np.ndarray | None = None, pixel_area: float = 1.0
 ) -> int:
-    """:func:`inference.matte.remove_small_regions` on a contiguous mask, in place; returns how many specks went.
+    """:func:`remove_small_regions` on a contiguous mask, in place; returns how many specks went.
 
     ``min_area`` is in full-resolution pixels; see :func:`component_areas` for the others.
     """
@@ -97,7 +136,7 @@ def fill_small_holes_inplace(
     pixel_area: float = 1.0,
     enclosed: np.ndarray | None = None,
 ) -> int:
-    """:func:`inference.matte.fill_small_holes` on a contiguous mask, in place; returns how many holes were filled.
+    """:func:`fill_small_holes` on a contiguous mask, in place; returns how many holes were filled.
 
     ``max_area`` is in full-resolution pixels; ``coverage`` is the background's (see
     :func:`component_areas`). ``enclosed`` (bool, shaped like ``mask``) receives the
@@ -226,9 +265,9 @@ def clean_mask(
 
 
 def boxes_at_or_above(prior: np.ndarray, levels: tuple[float, ...]) -> list[tuple[int, int, int, int] | None]:
-    """``xyxy`` bounding box of ``prior >= level`` for each level (None: no such pixel), from one
-    pass of row maxima (the top half on a side thread) and one of column maxima over the rows
-    that hold any. NaN counts as below every level."""
+    """``xyxy`` bounding box (end exclusive) of ``prior >= level`` for each level (None: no such
+    pixel) of an ``(H, W)`` float map, from one pass of row maxima (the top half on a side
+    thread) and one of column maxima over the rows that hold any. NaN counts as below every level."""
     half = prior.shape[0] // 2
     if prior.size >= 2**18:
         top = side_workers().submit(np.fmax.reduce, prior[:half], axis=1)

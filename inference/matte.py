@@ -22,7 +22,12 @@ import numpy as np
 
 from inference import band_matting
 from inference.band_matting import strand_alpha
-from inference.foreground import FOREGROUND_RADII, estimate_foreground  # noqa: F401
+from inference.foreground import (  # noqa: F401 (estimate_foreground re-exported)
+    FOREGROUND_RADII,
+    edge_band,
+    estimate_foreground,
+    estimate_foreground_at_band,
+)
 from inference.guided_filter import (
     Guide,
     add_guided_filter_of_changes,
@@ -32,18 +37,17 @@ from inference.guided_filter import (
     side_workers,
 )
 from inference.image_io import check_rgb_image
-from inference.mask_regions import (
+from inference.mask_regions import (  # noqa: F401 (remove_small_regions, fill_small_holes re-exported)
     boxes_at_or_above,
     clean_mask,
-    fill_small_holes_inplace,
+    fill_small_holes,
     filled_mask,
     grown_box,
-    remove_small_regions_inplace,
+    remove_small_regions,
 )
 from inference.matte_checks import (
     check_count,
     check_map,
-    check_mask,
     check_positive_float,
     describe,
 )
@@ -59,47 +63,11 @@ _SNAP = 0.5 / 255
 #: to ``[2, _FAST_MAX_SUBSAMPLE]`` (1 for radius 1), keeping a subsampled radius of at least 1.
 _FAST_MAX_SUBSAMPLE = 4
 
+#: Crops of at least this many pixels are finished (clipped, snapped) in two halves, one on a side thread.
+_HALVES_MIN_PIXELS = 2**18
+
 #: A preview's guided filter at or above this (scaled) radius runs on a 2x coarser grid.
 _PREVIEW_FAST_RADIUS = 4.0
-
-
-# ---------------------------------------------------------------------------- islands and holes
-def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
-    """Drop foreground specks: 8-connected True components of fewer than ``min_area`` pixels.
-
-    Args:
-        mask: ``(H, W)`` bool.
-        min_area: smallest component kept, in pixels, >= 0 (0 and 1 keep everything).
-
-    Returns:
-        A new ``(H, W)`` bool mask.
-    """
-    mask = check_mask(mask)
-    min_area = check_count(min_area, "min_area", minimum=0)
-    out = np.array(mask, dtype=np.bool_, order="C", copy=True)
-    remove_small_regions_inplace(out, min_area)
-    return out
-
-
-def fill_small_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
-    """Plug pin holes: 4-connected False components off the border, of fewer than ``max_area`` pixels.
-
-    Holes use 4-connectivity, the counterpart of the 8-connected foreground of
-    :func:`remove_small_regions`, so a hole never leaks through a diagonal gap.
-    Background touching the picture's border is never filled, whatever its size.
-
-    Args:
-        mask: ``(H, W)`` bool.
-        max_area: holes with fewer pixels than this are filled, >= 0 (0 and 1 fill nothing).
-
-    Returns:
-        A new ``(H, W)`` bool mask.
-    """
-    mask = check_mask(mask)
-    max_area = check_count(max_area, "max_area", minimum=0)
-    out = np.array(mask, dtype=np.bool_, order="C", copy=True)
-    fill_small_holes_inplace(out, max_area)
-    return out
 
 
 # ---------------------------------------------------------------------------- feathering
@@ -282,10 +250,11 @@ def _refine_alpha(
     *,
     prior_ramp: float = PRIOR_RAMP,
     fast_subsample: int | None = None,
-) -> tuple[np.ndarray, MatteReport, tuple[int, int, int, int]]:
+    find_band: bool = False,
+) -> tuple[np.ndarray, MatteReport, np.ndarray | None]:
     """:func:`refine_alpha_with_report`; ``prior_ramp`` (0: hard threshold) and ``fast_subsample``
-    (default: the settings') exposed for benchmarks. Also returns the ``xyxy`` box outside
-    which the alpha is 0."""
+    (default: the settings') exposed for benchmarks. With ``find_band`` it also returns the
+    alpha's edge band (:func:`~inference.foreground.edge_band` of it), else None."""
     if not isinstance(settings, MatteSettings):
         raise ValueError(f"expected settings as MatteSettings, got {describe(settings)}")
     if fast_subsample is None:
@@ -316,20 +285,20 @@ def _refine_alpha(
     boxes = [b for b in (solid_box, strand_box) if b is not None]
     box = tuple(int(v) for v in (*np.min(boxes, axis=0)[:2], *np.max(boxes, axis=0)[2:])) if boxes else None
     if box is None:
-        return out, MatteReport(), (0, 0, 0, 0)
+        return out, MatteReport(), np.zeros(0, np.int64) if find_band else None
     feather_reach = math.ceil(settings.feather * scale) + 1 if settings.feather > 0 else 0
     x0, y0, x1, y1 = box
     x0, y0 = max(0, x0 - feather_reach), max(0, y0 - feather_reach)
     x1, y1 = min(width, x1 + feather_reach), min(height, y1 + feather_reach)
     # The crop of the prior, read by every step, in a buffer of its own (reading a narrow crop of
     # a wide picture row by row is up to twice as slow); the picture's crop is read in place.
-    prior = np.ascontiguousarray(prior[y0:y1, x0:x1])
-    image = image[y0:y1, x0:x1]
+    crop_prior = np.ascontiguousarray(prior[y0:y1, x0:x1])
+    crop_image = image[y0:y1, x0:x1]
     solid_job = None
     if solid_box is not None:
         sx0, sy0, sx1, sy1 = solid_box
         inside = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
-        solid_image, solid_prior = image[inside], prior[inside]
+        solid_image, solid_prior = crop_image[inside], crop_prior[inside]
         if prior_ramp > 0 and radius > 0:
             # The guided filter is linear: filter the ramp on the other core while the strands
             # and the island/hole steps run here, then add the filtered changes those steps made.
@@ -343,11 +312,11 @@ def _refine_alpha(
     fill_after_strands = settings.strands and band_matting.splits_crop(y1 - y0, scale)
     filled = None
     if fill_holes and not fill_after_strands:
-        filled = side_workers().submit(filled_mask, prior, settings.threshold, settings.max_hole_area)
-    strands = strand_alpha(image, prior, scale) if settings.strands else None
+        filled = side_workers().submit(filled_mask, crop_prior, settings.threshold, settings.max_hole_area)
+    strands = strand_alpha(crop_image, crop_prior, scale) if settings.strands else None
     if fill_holes and fill_after_strands:
-        filled = side_workers().submit(filled_mask, prior, settings.threshold, settings.max_hole_area)
-    mask, changed, report = _clean_mask(prior, settings, strands, filled)
+        filled = side_workers().submit(filled_mask, crop_prior, settings.threshold, settings.max_hole_area)
+    mask, changed, report = _clean_mask(crop_prior, settings, strands, filled)
     if solid_job is not None:
         solid = solid_job.result()
         if changed is not None and changed[inside].any():
@@ -360,8 +329,8 @@ def _refine_alpha(
             solid_image, solid_prior, mask[inside],
             None if changed is None else changed[inside], settings, prior_ramp, fast_subsample,
         )
-    # The crop's alpha is worked in a buffer of its own (contiguous: several times faster than in
-    # the picture-wide one), then copied there.
+    # The crop's alpha is worked in a buffer of its own (contiguous: faster than in the
+    # picture-wide one), then clipped and snapped into it, the top half on a side thread.
     if strands is not None:
         alpha = strands
         if solid_box is not None:
@@ -372,24 +341,32 @@ def _refine_alpha(
             alpha[inside] = solid
     if settings.feather > 0:
         alpha = _feathered(alpha, settings.feather * scale)
-    # The top half on a side thread.
     target = out[y0:y1, x0:x1]
-    half = alpha.shape[0] // 2 if alpha.size >= 2**18 else 0
-    top = side_workers().submit(_snapped_into, alpha[:half], target[:half]) if half else None
-    _snapped_into(alpha[half:], target[half:])
+    half = alpha.shape[0] // 2 if alpha.size >= _HALVES_MIN_PIXELS else 0
+    top = side_workers().submit(_snapped_into, alpha[:half], target[:half], find_band) if half else None
+    band = _snapped_into(alpha[half:], target[half:], find_band)
     if top is not None:
-        top.result()
-    return out, report, (x0, y0, x1, y1)
+        band = (top.result(), band)
+    if find_band:  # positions in the crop's halves -> in the picture
+        rows, columns = np.divmod(np.concatenate(band) if top is not None else band, x1 - x0)
+        if top is not None:
+            rows[band[0].size :] += half
+        band = (rows + y0) * width
+        band += columns + x0
+    return out, report, band
 
 
-def _snapped_into(alpha: np.ndarray, target: np.ndarray) -> None:
+def _snapped_into(alpha: np.ndarray, target: np.ndarray, find_band: bool) -> np.ndarray | None:
     """``alpha`` clipped to [0, 1] into ``target``, snapping what an 8-bit export stores as 0 or
     255, so the edge band (and the colour clean-up after it) is as narrow as the result really
-    is (``1 - alpha``: the top end); ``alpha`` is overwritten."""
+    is (``1 - alpha``: the top end); ``alpha`` is overwritten. With ``find_band``, the edge band's
+    flat positions in ``alpha``."""
     cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
     np.subtract(np.float32(1.0), alpha, out=alpha)
     cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
     np.subtract(np.float32(1.0), alpha, out=target)
+    # alpha holds 1 - target, 0, 1 or within [_SNAP, 1 - _SNAP]: the same band as target's.
+    return edge_band(alpha) if find_band else None
 
 
 def refine_alpha_with_report(
@@ -404,21 +381,13 @@ def refine_alpha_and_foreground(
 ) -> tuple[np.ndarray, np.ndarray, MatteReport]:
     """The whole matte stage, what downloads and previews show: ``(alpha, foreground, report)``.
 
-    ``alpha`` and ``report`` are :func:`refine_alpha_with_report`'s; ``foreground`` is
-    :func:`estimate_foreground` of that alpha (its edge band looked for only in the box the
-    matte worked in) with ``settings.decontaminate``, else ``image`` itself.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 RGB.
-        prior: ``(H, W)`` float soft mask in ``[0, 1]``.
-        settings: the matte settings.
-
-    Returns:
-        ``(H, W)`` float32 alpha in ``[0, 1]``, ``(H, W, 3)`` uint8 RGB foreground colours and
-        the :class:`MatteReport`.
+    ``alpha`` (``(H, W)`` float32 in ``[0, 1]``) and ``report`` are :func:`refine_alpha_with_report`'s
+    for ``image`` (``(H, W, 3)`` uint8 RGB) and ``prior`` (``(H, W)`` float in ``[0, 1]``);
+    ``foreground`` (``(H, W, 3)`` uint8 RGB) is :func:`estimate_foreground` of that alpha (its edge
+    band found while the alpha is written) with ``settings.decontaminate``, else ``image`` itself.
     """
-    alpha, report, box = _refine_alpha(image, prior, settings)
-    foreground = estimate_foreground(image, alpha, within=box) if settings.decontaminate else image
+    alpha, report, band = _refine_alpha(image, prior, settings, find_band=settings.decontaminate)
+    foreground = estimate_foreground_at_band(image, alpha, band) if settings.decontaminate else image
     return alpha, foreground, report
 
 

@@ -909,28 +909,30 @@ def test_estimate_foreground_without_a_band_returns_a_copy():
     assert np.array_equal(got[others], image[others])
 
 
-def test_estimate_foreground_within_a_box_holding_the_alpha_is_the_same(scene, monkeypatch):
-    from inference import foreground
+def test_estimate_foreground_at_a_given_band_is_the_same():
+    from inference.foreground import edge_band, estimate_foreground_at_band
 
-    image, alpha = scene.image, scene.alpha
-    ys, xs = np.nonzero(alpha)
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    assert box != (0, 0, alpha.shape[1], alpha.shape[0]) and alpha[box[1] : box[3], box[0] : box[2]].size >= 2**16
-    expected = estimate_foreground(image, alpha)
-    searched = []
-    band_in_rows = foreground._band_in_rows
-    monkeypatch.setattr(foreground, "_band_in_rows", lambda a, y0, y1: searched.append(a[y0:y1].shape) or band_in_rows(a, y0, y1))
-    assert np.array_equal(estimate_foreground(image, alpha, within=box), expected)
-    # Only the box was searched (in two halves, on two threads).
-    assert sum(h for h, _ in searched) == box[3] - box[1] and {w for _, w in searched} == {box[2] - box[0]}
-    assert np.array_equal(estimate_foreground(image, np.zeros_like(alpha), within=(5, 5, 5, 9)), image)
-    for bad in [(0, 0, 10**6, 5), (5, 5, 2, 9), (0.5, 0, 3, 3), (0, 0, 3), "box"]:
-        with pytest.raises(ValueError, match="expected within"):
-            estimate_foreground(image, alpha, within=bad)
+    for image, alpha in (_blobs((300, 260), seed=4), _blobs((40, 30), seed=5)):  # band search on two threads, and one
+        band = edge_band(alpha)
+        assert np.array_equal(band, np.flatnonzero((alpha > 0) & (alpha < 1)))
+        expected = estimate_foreground(image, alpha)
+        assert np.array_equal(estimate_foreground_at_band(image, alpha, band), expected)
+        assert np.array_equal(estimate_foreground_at_band(image, alpha, band[:0]), image)  # the band is what changes
+        for bad in [band.astype(np.float32), band[None], np.array([-1, 3]), np.array([0, alpha.size]), [1, 2]]:
+            with pytest.raises(ValueError, match="expected at_band"):
+                estimate_foreground_at_band(image, alpha, bad)
 
 
-@pytest.mark.parametrize(("decontaminate", "feather"), [(True, 0.0), (True, 3.0), (False, 0.0)])
-def test_refine_alpha_and_foreground_is_the_matte_then_its_colours(scene, decontaminate, feather):
+@pytest.mark.parametrize(
+    ("picture", "decontaminate", "feather"),
+    [("scene", True, 0.0), ("scene", True, 3.0), ("scene", False, 0.0), ("strand_scene", True, 0.0)],
+)
+def test_refine_alpha_and_foreground_is_the_matte_then_its_colours(
+    request, monkeypatch, picture, decontaminate, feather
+):
+    scene = request.getfixturevalue(picture)
+    if picture == "strand_scene":  # the alpha, and its band, finished in two halves
+        monkeypatch.setattr(matte, "_HALVES_MIN_PIXELS", 2**10)
     prior = refine_net_like(scene.alpha, long_side=240)
     settings = MatteSettings(decontaminate=decontaminate, feather=feather)
     alpha, foreground, report = matte.refine_alpha_and_foreground(scene.image, prior, settings)
@@ -960,6 +962,26 @@ def test_boxes_at_or_above_are_each_levels_bounding_box(shape):
             assert box == ((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if ys.size else None), level
     assert boxes_at_or_above(np.zeros(shape, np.float32), (0.02, 0.5)) == [None, None]
 # ---------------------------------------------------------------------------- end of the fgspeed section
+
+
+def test_refine_alpha_with_split_strands_fills_holes_as_without(strand_scene, monkeypatch):
+    # With the strands split over both side threads, the holes are filled after them: the
+    # matte and its report are the unsplit ones.
+    from inference import band_matting
+
+    prior = refine_net_like(strand_scene.alpha, long_side=400)
+    solid = np.argwhere(prior > 0.9)
+    for y, x in solid[:: max(1, len(solid) // 5)][:5]:
+        prior[y : y + 3, x : x + 3] = 0.0  # pin holes
+    prior[5:8, 5:8] = 0.8  # a speck
+    settings = MatteSettings()
+    whole, whole_report = matte.refine_alpha_with_report(strand_scene.image, prior, settings)
+    assert whole_report.holes_filled >= 3 and whole_report.islands_removed >= 1
+    monkeypatch.setattr(band_matting, "_SPLIT_MIN_ROWS", 4 * band_matting.STRAND_REACH)
+    assert band_matting.splits_crop(strand_scene.image.shape[0] - 100, 1.0)
+    split, split_report = matte.refine_alpha_with_report(strand_scene.image, prior, settings)
+    np.testing.assert_allclose(split, whole, atol=1e-5)
+    assert split_report == whole_report
 
 
 def test_strand_alpha_in_two_halves_is_the_whole_crops(strand_scene, monkeypatch):
