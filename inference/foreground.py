@@ -36,10 +36,7 @@ _STRIP = 8
 
 
 def estimate_foreground(
-    image: np.ndarray,
-    alpha: np.ndarray,
-    *,
-    radii: tuple[int, ...] = FOREGROUND_RADII,
+    image: np.ndarray, alpha: np.ndarray, *, radii: tuple[int, ...] = FOREGROUND_RADII
 ) -> np.ndarray:
     """Clean edge colours: re-estimate the foreground colour where ``0 < alpha < 1``.
 
@@ -98,6 +95,7 @@ def edge_band(alpha: np.ndarray) -> np.ndarray:
 def _checked(
     image: np.ndarray, alpha: np.ndarray, radii: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The inputs of :func:`estimate_foreground`, checked, as contiguous arrays (alpha float32)."""
     image = check_rgb_image(image)
     alpha = np.ascontiguousarray(check_map(alpha, image.shape[:2], "alpha"))
     if not isinstance(radii, (tuple, list)) or not radii:

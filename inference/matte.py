@@ -344,16 +344,15 @@ def _refine_alpha(
     target = out[y0:y1, x0:x1]
     half = alpha.shape[0] // 2 if alpha.size >= _HALVES_MIN_PIXELS else 0
     top = side_workers().submit(_snapped_into, alpha[:half], target[:half], find_band) if half else None
-    band = _snapped_into(alpha[half:], target[half:], find_band)
+    bands = [_snapped_into(alpha[half:], target[half:], find_band)]
     if top is not None:
-        band = (top.result(), band)
-    if find_band:  # positions in the crop's halves -> in the picture
-        rows, columns = np.divmod(np.concatenate(band) if top is not None else band, x1 - x0)
-        if top is not None:
-            rows[band[0].size :] += half
-        band = (rows + y0) * width
-        band += columns + x0
-    return out, report, band
+        bands.insert(0, top.result())
+    if not find_band:
+        return out, report, None
+    # The halves' band positions -> the picture's.
+    rows, columns = np.divmod(np.concatenate(bands), x1 - x0)
+    rows[bands[0].size :] += half  # the bottom half's (half is 0 when there is one part)
+    return out, report, (rows + y0) * width + columns + x0
 
 
 def _snapped_into(alpha: np.ndarray, target: np.ndarray, find_band: bool) -> np.ndarray | None:
