@@ -13,6 +13,8 @@ Pictures above 2 MP are the 1920x1080 scene upscaled (rendering them natively ta
 Times are wall-clock milliseconds, median (and minimum) of ``--repeat`` rounds; the full-quality
 table also gives the process CPU time per call (all threads: Nukki hands independent steps to two
 side threads), which other programs on a shared machine disturb less than wall-clock time.
+``--single-thread`` adds the same full-quality call on one thread (the side threads' jobs run
+in line, ``cv2`` threads 1): the work the cores share.
 Run: ``python bench/matte.py --threads 2`` (about a minute).
 """
 
@@ -23,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +36,7 @@ import cv2
 import numpy as np
 from nuggy import nuggy_alpha
 
+from inference import guided_filter
 from inference.matte import (
     MatteSettings,
     preview_inputs,
@@ -73,10 +77,38 @@ def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     return float(np.median(times)), float(np.min(times))
 
 
+class _InLine:
+    """Stands in for the matte's side threads: runs each job at once on the calling thread."""
+
+    def submit(self, fn: Callable[..., object], *args: object, **kwargs: object) -> Future:
+        done: Future = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+
+def single_thread_work(base: tuple[np.ndarray, np.ndarray], defaults: MatteSettings, repeat: int, threads: int) -> None:
+    """Full quality with the side threads' jobs run in line and ``cv2.setNumThreads(1)``: how much
+    work the two cores share (the wall-clock time above divided into it is what they gain)."""
+    print("\nFULL QUALITY ON ONE THREAD (side jobs in line, cv2 threads 1), ms (median / min)")
+    saved = guided_filter._side_workers
+    guided_filter._side_workers = (os.getpid(), _InLine())
+    cv2.setNumThreads(1)
+    try:
+        for size in ((1080, 1920), (2160, 3840)):
+            image, prior = picture(size, base)
+            median, least = timed(lambda: refine_alpha_and_foreground(image, prior, defaults), repeat)
+            print(f"{size[1]}x{size[0]:<7} {median:8.1f} / {least:5.1f}")
+    finally:
+        guided_filter._side_workers = saved
+        cv2.setNumThreads(threads)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2, help="cv2.setNumThreads for both methods (default 2)")
+    parser.add_argument("--single-thread", action="store_true",
+                        help="also time full quality on one thread: the work the cores share")
     args = parser.parse_args()
     cv2.setNumThreads(args.threads)
     defaults = MatteSettings()
@@ -109,6 +141,8 @@ def main() -> None:
               f"   CPU {np.median(ours_cpu):.1f} / {np.median(theirs_cpu):.1f}")
 
     print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    if args.single_thread:
+        single_thread_work(base, defaults, args.repeat, args.threads)
 
     print(f"\nPREVIEW at max_side {PREVIEW_SIDE}, per slider change, ms (median / min)")
     print(f"{'picture':<18} {'refine_alpha':>15} {'+ decontaminate':>16} {'worst slider':>13}   "
