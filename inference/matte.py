@@ -196,21 +196,21 @@ def _clean_mask(
     return mask, changed, MatteReport(islands_removed=islands, holes_filled=holes)
 
 
-def _ramp(prior: np.ndarray, threshold: float, prior_ramp: float) -> np.ndarray:
-    """Keep the soft prior's sub-pixel edge position: values within +-ramp/2 of the threshold
+def _ramp(prior: np.ndarray, threshold: float) -> np.ndarray:
+    """Keep the soft prior's sub-pixel edge position: values within +-PRIOR_RAMP/2 of the threshold
     map linearly onto 0..1 (the 0.5 level stays the mask's outline)."""
     alpha = np.subtract(prior, np.float32(threshold), dtype=np.float32)
-    alpha *= np.float32(1.0 / prior_ramp)
+    alpha *= np.float32(1.0 / PRIOR_RAMP)
     alpha += np.float32(0.5)
     return np.clip(alpha, 0.0, 1.0, out=alpha)
 
 
-def _guided_plan(settings: MatteSettings, fast_subsample: int) -> tuple[float, int]:
+def _guided_plan(settings: MatteSettings) -> tuple[float, int]:
     """``(radius, subsample)`` of the solid part's guided filter: the radius in the matted
     picture's pixels (fractional in a preview) and the coarse grid of its coefficients (1: exact)."""
     scale = float(settings.scale)
     if scale >= 1.0:
-        return settings.guided_radius, fast_subsample if settings.fast else 1
+        return settings.guided_radius, settings.fast_subsample if settings.fast else 1
     radius = settings.guided_radius * scale
     # Wide windows in a preview: coefficients on a 2x coarser grid (fractional radius kept).
     return radius, 2 if radius >= _PREVIEW_FAST_RADIUS else 1
@@ -222,18 +222,14 @@ def _solid_alpha(
     mask: np.ndarray | None,
     changed: np.ndarray | None,
     settings: MatteSettings,
-    prior_ramp: float,
-    fast_subsample: int,
 ) -> np.ndarray:
-    """The solid character on one crop from its cleaned ``mask``: ramp, guided filter (float32, not clipped)."""
-    if prior_ramp > 0:
-        alpha = _ramp(prior, settings.threshold, prior_ramp)
-        if changed is not None:
-            np.copyto(alpha, mask, where=changed)
-    else:
-        alpha = mask.astype(np.float32)
+    """The solid character on one crop: the ramp, with the cleaned ``mask`` where ``changed``, then
+    the guided filter (float32, not clipped)."""
+    alpha = _ramp(prior, settings.threshold)
+    if changed is not None:
+        np.copyto(alpha, mask, where=changed)
     if settings.guided_radius > 0:
-        radius, subsample = _guided_plan(settings, fast_subsample)
+        radius, subsample = _guided_plan(settings)
         if subsample > 1:
             alpha = fast_guided_filter_with(
                 Guide(image), alpha, radius, settings.guided_eps, subsample, overwrite_src=True
@@ -248,28 +244,23 @@ def _refine_alpha(
     prior: np.ndarray,
     settings: MatteSettings,
     *,
-    prior_ramp: float = PRIOR_RAMP,
-    fast_subsample: int | None = None,
     find_band: bool = False,
 ) -> tuple[np.ndarray, MatteReport, np.ndarray | None]:
-    """:func:`refine_alpha_with_report`; ``prior_ramp`` (0: hard threshold) and ``fast_subsample``
-    (default: the settings') exposed for benchmarks. With ``find_band`` it also returns the
-    alpha's edge band (:func:`~inference.foreground.edge_band` of it), else None."""
+    """:func:`refine_alpha_with_report`; with ``find_band`` it also returns the alpha's edge band
+    (:func:`~inference.foreground.edge_band` of it), else None."""
     if not isinstance(settings, MatteSettings):
         raise ValueError(f"expected settings as MatteSettings, got {describe(settings)}")
-    if fast_subsample is None:
-        fast_subsample = settings.fast_subsample
     image = check_rgb_image(image)
     prior = check_map(prior, image.shape[:2], "prior")
     height, width = prior.shape
     out = np.zeros((height, width), np.float32)
     scale = float(settings.scale)
-    radius, subsample = _guided_plan(settings, fast_subsample) if settings.guided_radius > 0 else (0.0, 1)
+    radius, subsample = _guided_plan(settings) if settings.guided_radius > 0 else (0.0, 1)
     # Each step works inside the box of the pixels it can turn on, grown by its reach (the
     # filter's two windows, and on a coarse grid one cell of interpolation and one of alignment);
     # outside the union of those boxes (grown by the feather) the result is 0.
     reach = 2 * math.ceil(radius) + 2 + (2 * subsample if subsample > 1 else 0)
-    lowest_on = settings.threshold - prior_ramp / 2 if prior_ramp > 0 else settings.threshold
+    lowest_on = settings.threshold - PRIOR_RAMP / 2
     if settings.strands:
         strand_at, solid_at = boxes_at_or_above(prior, (band_matting.PRIOR_FLOOR, lowest_on))
         strand_box = grown_box(strand_at, math.ceil(band_matting.STRAND_RADIUS * scale) + 1, prior.shape)
@@ -299,12 +290,10 @@ def _refine_alpha(
         sx0, sy0, sx1, sy1 = solid_box
         inside = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
         solid_image, solid_prior = crop_image[inside], crop_prior[inside]
-        if prior_ramp > 0 and radius > 0:
+        if radius > 0:
             # The guided filter is linear: filter the ramp on the other core while the strands
             # and the island/hole steps run here, then add the filtered changes those steps made.
-            solid_job = side_workers().submit(
-                _solid_alpha, solid_image, solid_prior, None, None, settings, prior_ramp, fast_subsample
-            )
+            solid_job = side_workers().submit(_solid_alpha, solid_image, solid_prior, None, None, settings)
     # Holes need only the mask: they are filled on a side thread while the strands (or islands)
     # are worked here; after the strands when those take both side threads (queued before,
     # the fill would hold back a strand half).
@@ -320,14 +309,14 @@ def _refine_alpha(
     if solid_job is not None:
         solid = solid_job.result()
         if changed is not None and changed[inside].any():
-            delta = np.subtract(mask[inside], _ramp(solid_prior, settings.threshold, prior_ramp), dtype=np.float32)
+            delta = np.subtract(mask[inside], _ramp(solid_prior, settings.threshold), dtype=np.float32)
             add_guided_filter_of_changes(
                 solid, solid_image, delta, changed[inside], radius, settings.guided_eps, subsample=subsample
             )
     elif solid_box is not None:
         solid = _solid_alpha(
             solid_image, solid_prior, mask[inside],
-            None if changed is None else changed[inside], settings, prior_ramp, fast_subsample,
+            None if changed is None else changed[inside], settings,
         )
     # The crop's alpha is worked in a buffer of its own (contiguous: faster than in the
     # picture-wide one), then clipped and snapped into it, the top half on a side thread.
