@@ -136,7 +136,8 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
     where the colours say nothing (``d = 0``) nothing is kept.
 
     The background colours and noise are smooth, so they are computed on a grid up to 4x
-    coarser; so is the ratio ``mean(prior) / mean(d)``, on cells of half the strand radius
+    coarser, from a quarter of the background pixels (every other row and column: as good
+    on ``bench/quality.py`` at a quarter of the work; :class:`_Samples`); so is the ratio ``mean(prior) / mean(d)``, on cells of half the strand radius
     with the window rounded to whole cells (bilinearly upsampled), while ``d`` stays per
     pixel. Previews scale every length; below a scaled radius of 4 px the cells are single
     pixels and the window whole pixels (this is no slider, so a preview rounds its radius).
@@ -176,50 +177,46 @@ def _strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float, *, side_th
     radius = max(1, round(STRAND_RADIUS * scale))
     ratio_grid = _CellGrid((height, width), max(1, min(radius // _RATIO_CELLS_PER_RADIUS, height, width)))
     ratio_radius = round(((2 * radius + 1) / ratio_grid.step - 1) / 2)  # in cells
-    # Full-resolution planes, each reused for several steps: the result, a float plane, uint8
-    # planes and colour images.
+    # Full-resolution planes, each reused for several steps: the result, a float plane and uint8 planes.
     alpha = np.empty((height, width), np.float32)
     work = np.empty((height, width), np.float32)
     plane = np.empty((height, width), np.uint8)
     distance = np.empty((height, width), np.uint8)
 
-    # The prior's mass (in ``alpha`` until the distances need it) and the background: the rest
-    # (from the mass, which is still in cache: the prior is a strided crop, slow to read twice).
+    # The prior's mass (in ``alpha`` until the distances need it).
     cv2.threshold(prior, _BELOW_PRIOR_FLOOR, 0.0, cv2.THRESH_TOZERO, dst=alpha)
-    if alpha.size > 1:
-        background = cv2.compare(alpha, 0.0, cv2.CMP_EQ)
-    else:  # cv2.compare takes a 1x1 array for a scalar
-        background = np.multiply(alpha == 0, np.uint8(255), dtype=np.uint8)
     mass_mean = box_mean(ratio_grid.shrink(alpha), ratio_radius)
+    # The background's statistics (its colours, and below their noise) come from a sample of its
+    # pixels: every other row and column when the cells are an even number of pixels wide.
+    samples = _Samples(image, alpha, grid)
+    background, sample_grid = samples.background, samples.grid
     # Background colour on the grid: box mean of the background pixels' colours...
     colours = cv2.cvtColor(background, cv2.COLOR_GRAY2RGB)  # a 3-channel mask is OpenCV's fast path
-    cv2.bitwise_and(image, colours, dst=colours)
-    weight_sum = box_mean(grid.shrink(background), radius_grid)
+    cv2.bitwise_and(samples.image, colours, dst=colours)
+    weight_sum = box_mean(sample_grid.shrink(background), radius_grid)
     weight_sum *= np.float32(1 / 255)
-    colour_sum = box_mean(grid.shrink(colours), radius_grid)
+    colour_sum = box_mean(sample_grid.shrink(colours), radius_grid)
     weight = np.maximum(weight_sum, np.float32(1e-6))
     mean_colour = cv2.divide(colour_sum, cv2.cvtColor(weight, cv2.COLOR_GRAY2RGB))
     # ...then two of them, of the background pixels darker and brighter than that mean, so a
     # two-tone background (stripes, dots, texture) is near one of its colours everywhere.
     mean_gray = cv2.convertScaleAbs(mean_colour)
     mean_gray = _channel_mean(mean_gray, mean_gray, np.empty(weight.shape, np.uint8))
-    dark = _channel_mean(image, colours, distance)
-    cv2.compare(dark, grid.grow(mean_gray, plane), cv2.CMP_LT, dst=dark)
+    dark = _channel_mean(samples.image, colours, np.empty(background.shape, np.uint8))
+    cv2.compare(dark, sample_grid.grow(mean_gray, np.empty(background.shape, np.uint8)), cv2.CMP_LT, dst=dark)
     cv2.bitwise_and(dark, background, dst=dark)
-    dark_weight_sum = box_mean(grid.shrink(dark), radius_grid)
+    dark_weight_sum = box_mean(sample_grid.shrink(dark), radius_grid)
     dark_weight_sum *= np.float32(1 / 255)
     cv2.cvtColor(dark, cv2.COLOR_GRAY2RGB, dst=colours)
-    cv2.bitwise_and(image, colours, dst=colours)
-    dark_colour_sum = box_mean(grid.shrink(colours), radius_grid)
+    cv2.bitwise_and(samples.image, colours, dst=colours)
+    dark_colour_sum = box_mean(sample_grid.shrink(colours), radius_grid)
 
-    def distance_to(
-        part_colour_sum: np.ndarray, part_weight_sum: np.ndarray, scratch: np.ndarray, out: np.ndarray
-    ) -> np.ndarray:
+    def distance_to(part_colour_sum: np.ndarray, part_weight_sum: np.ndarray, out: np.ndarray) -> np.ndarray:
         part_weight = cv2.cvtColor(np.maximum(part_weight_sum, np.float32(1e-6)), cv2.COLOR_GRAY2RGB)
         part_colour = cv2.divide(part_colour_sum, part_weight)
         cv2.copyTo(mean_colour, (part_weight_sum < np.float32(1e-3)).view(np.uint8), dst=part_colour)
-        grid.grow(cv2.convertScaleAbs(part_colour), scratch)
-        # Colour distance in levels (mean over the channels) to the background colour.
+        scratch = grid.grow(cv2.convertScaleAbs(part_colour), np.empty(image.shape, np.uint8))
+        # Colour distance in levels (mean over the channels) to the background colour, per pixel.
         cv2.absdiff(image, scratch, dst=scratch)
         return _channel_mean(scratch, scratch, out)
 
@@ -228,15 +225,15 @@ def _strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float, *, side_th
     colour_sum -= dark_colour_sum
     weight_sum -= dark_weight_sum
     if side_thread:
-        brighter = side_workers().submit(distance_to, colour_sum, weight_sum, np.empty_like(colours), plane)
-        distance_to(dark_colour_sum, dark_weight_sum, colours, distance)
+        brighter = side_workers().submit(distance_to, colour_sum, weight_sum, plane)
+        distance_to(dark_colour_sum, dark_weight_sum, distance)
         cv2.min(distance, brighter.result(), dst=distance)
     else:
-        distance_to(dark_colour_sum, dark_weight_sum, colours, distance)
-        cv2.min(distance, distance_to(colour_sum, weight_sum, np.empty_like(colours), plane), dst=distance)
-    # The background pixels' distances, in float so that the cell means are not rounded.
-    np.copyto(work, cv2.bitwise_and(distance, background, dst=plane))
-    noise = box_mean(grid.shrink(work), radius_grid)
+        distance_to(dark_colour_sum, dark_weight_sum, distance)
+        cv2.min(distance, distance_to(colour_sum, weight_sum, plane), dst=distance)
+    # The sampled background pixels' distances, in float so that the cell means are not rounded.
+    background_distance = cv2.bitwise_and(samples.sampled(distance), background, dst=dark)
+    noise = box_mean(sample_grid.shrink(background_distance.astype(np.float32)), radius_grid)
     noise /= weight
     noise *= np.float32(NOISE_FACTOR)
     np.maximum(noise, np.float32(MIN_DISTANCE * 255), out=noise)
@@ -261,3 +258,35 @@ def _strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float, *, side_th
     np.divide(mass_mean, ratio, out=ratio)
     cv2.multiply(alpha, ratio if ratio_grid.step == 1 else ratio_grid.grow(ratio, work), dst=alpha)
     return cv2.threshold(alpha, 1.0, 1.0, cv2.THRESH_TRUNC, dst=alpha)[1]
+
+
+class _Samples:
+    """The crop's background pixels the background statistics of :func:`_strand_alpha` are
+    taken from: with cells of an even number of pixels, the top-left pixel of every 2 x 2 block
+    (a quarter of the work, with as many pixels per window as the statistics need), else all.
+
+    ``image`` ``(h', w', 3)`` uint8 and ``background`` ``(h', w')`` uint8 (255 where the prior
+    is below :data:`PRIOR_FLOOR`) are the sampled pixels, ``grid`` their cells: the same cells
+    (rows and columns) as the crop's ``grid``.
+    """
+
+    def __init__(self, image: np.ndarray, mass: np.ndarray, grid: _CellGrid) -> None:
+        self.stride = 2 if grid.step % 2 == 0 else 1
+        if self.stride == 2:
+            self.size = (grid.cols * grid.step // 2, grid.rows * grid.step // 2)  # (w', h')
+            self.image = self.sampled(image)
+            mass = self.sampled(mass)
+        else:
+            self.image = image
+        self.grid = _CellGrid(mass.shape, grid.step // self.stride)
+        if mass.size > 1:
+            self.background = cv2.compare(mass, 0.0, cv2.CMP_EQ)
+        else:  # cv2.compare takes a 1x1 array for a scalar
+            self.background = np.multiply(mass == 0, np.uint8(255), dtype=np.uint8)
+
+    def sampled(self, plane: np.ndarray) -> np.ndarray:
+        """The sampled pixels of a crop-sized ``plane`` (the plane itself when all are used)."""
+        if self.stride == 1:
+            return plane
+        width, height = self.size
+        return cv2.resize(plane[: 2 * height, : 2 * width], self.size, interpolation=cv2.INTER_NEAREST)

@@ -839,6 +839,22 @@ def test_cell_grid_shrinks_to_cell_means_and_grows_a_block_as_the_whole_grid_doe
     grid.grow(cells[3:8, 4:7], block, 3, 4)
     assert np.array_equal(block[12:32, 16:], whole[12:32, 16:])
     assert np.all(block[:12] == -1) and np.all(block[32:] == -1) and np.all(block[:, :16] == -1)
+def test_background_samples_are_every_other_pixel_of_whole_cells_and_all_pixels_of_odd_cells():
+    from inference.band_matting import _CellGrid, _Samples
+
+    rng = np.random.default_rng(8)
+    image = rng.integers(0, 256, (43, 30, 3), dtype=np.uint8)
+    mass = np.where(rng.random((43, 30)) < 0.5, 0.0, rng.random((43, 30))).astype(np.float32)
+    grid = _CellGrid((43, 30), 4)  # 10 x 7 cells
+    samples = _Samples(image, mass, grid)
+    assert np.array_equal(samples.image, image[:40:2, :28:2])
+    assert np.array_equal(samples.background, np.where(mass[:40:2, :28:2] == 0, 255, 0))
+    assert (samples.grid.rows, samples.grid.cols, samples.grid.step) == (10, 7, 2)
+    plane = rng.random((43, 30)).astype(np.float32)
+    assert np.array_equal(samples.sampled(plane), plane[:40:2, :28:2])
+    odd = _Samples(image, mass, _CellGrid((43, 30), 3))  # cells of 3 pixels: every pixel
+    assert odd.image is image and odd.sampled(plane) is plane
+    assert np.array_equal(odd.background, np.where(mass == 0, 255, 0)) and odd.grid.rows == 14
 # ---------------------------------------------------------------------------- end of the strandspeed section
 
 
