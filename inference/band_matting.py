@@ -10,11 +10,14 @@ far thinner than a pixel without knowing their colour.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import cv2
 import numpy as np
 
 from inference.guided_filter import box_mean, side_workers
+from inference.work_buffers import reusable_plane
 
 #: Window radius (full-resolution pixels) of the strand estimate: the prior's mass in each
 #: window is handed to the pixels whose colour stands out from the local background.
@@ -137,13 +140,14 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
 
     The background colours and noise are smooth, so they are computed on a grid up to 4x
     coarser, from a quarter of the background pixels (every other row and column: as good
-    on ``bench/quality.py`` at a quarter of the work; :class:`_Samples`); so is the ratio ``mean(prior) / mean(d)``, on cells of half the strand radius
-    with the window rounded to whole cells (bilinearly upsampled), while ``d`` stays per
-    pixel. Previews scale every length; below a scaled radius of 4 px the cells are single
+    on ``bench/quality.py`` at a quarter of the work; :class:`_Samples`); so is the ratio
+    ``mean(prior) / mean(d)``, on cells of half the strand radius with the window rounded to
+    whole cells (bilinearly upsampled), while ``d`` stays per pixel. Previews scale every length; below a scaled radius of 4 px the cells are single
     pixels and the window whole pixels (this is no slider, so a preview rounds its radius).
 
     A tall crop at full resolution is worked in two halves that overlap by twice
-    :data:`STRAND_REACH` (split on the cell grid), the top one on a side thread.
+    :data:`STRAND_REACH` (split on the cell grid), the top one on a side thread
+    (:func:`strand_alpha_parts` gives them to a caller's own schedule).
 
     Args:
         image: ``(h, w, 3)`` uint8 crop.
@@ -153,35 +157,56 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
     Returns:
         ``(h, w)`` float32 in ``[0, 1]``.
     """
-    height = prior.shape[0]
-    if not splits_crop(height, scale):
-        return _strand_alpha(image, prior, scale, side_thread=True)
-    cut = height // 2 - height // 2 % 4  # on the 4-px cells of full resolution
-    top = side_workers().submit(
-        _strand_alpha, image[: cut + STRAND_REACH], prior[: cut + STRAND_REACH], scale, side_thread=False
-    )
-    out = np.empty(prior.shape, np.float32)
-    out[cut:] = _strand_alpha(image[cut - STRAND_REACH :], prior[cut - STRAND_REACH :], scale, side_thread=False)[
-        STRAND_REACH:
-    ]
-    out[:cut] = top.result()[:cut]
+    out, parts = strand_alpha_parts(image, prior, scale)
+    if len(parts) == 1:
+        parts[0]()
+        return out
+    top = side_workers().submit(parts[0])
+    parts[1]()
+    top.result()
     return out
 
 
-def _strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float, *, side_thread: bool) -> np.ndarray:
-    """:func:`strand_alpha` of one crop; ``side_thread``: the brighter colour's distance on a side
-    thread (False inside a side thread's own work: a side task never waits on another)."""
+def strand_alpha_parts(
+    image: np.ndarray, prior: np.ndarray, scale: float
+) -> tuple[np.ndarray, list[Callable[[], None]]]:
+    """:func:`strand_alpha` as ``(out, parts)``: calling every part fills ``out`` (``(h, w)``
+    float32) with it. A crop :func:`splits_crop` splits has two parts, which may run at the same
+    time on any threads (neither waits on a side thread); any other has one, which hands some
+    of its work to a side thread."""
+    height = prior.shape[0]
+    out = np.empty(prior.shape, np.float32)
+    if not splits_crop(height, scale):
+        return out, [partial(_strand_alpha, image, prior, scale, out, side_thread=True)]
+    cut = height // 2 - height // 2 % 4  # on the 4-px cells of full resolution
+    top = partial(
+        _strand_alpha, image[: cut + STRAND_REACH], prior[: cut + STRAND_REACH], scale, out[:cut], side_thread=False
+    )
+    bottom = partial(
+        _strand_alpha, image[cut - STRAND_REACH :], prior[cut - STRAND_REACH :], scale, out[cut:],
+        first_row=STRAND_REACH, side_thread=False,
+    )
+    return out, [top, bottom]
+
+
+def _strand_alpha(
+    image: np.ndarray, prior: np.ndarray, scale: float, out: np.ndarray, *, first_row: int = 0, side_thread: bool
+) -> None:
+    """:func:`strand_alpha` of one crop, its rows from ``first_row`` on into ``out`` (as many as
+    ``out`` has); ``side_thread``: the brighter colour's distance on a side thread (False inside
+    a side thread's own work: a side task never waits on another)."""
     height, width = prior.shape
     grid = _CellGrid((height, width), max(1, min(4, math.ceil(BACKGROUND_RADIUS * scale / 4), height, width)))
     radius_grid = max(1, round(BACKGROUND_RADIUS * scale / grid.step))
     radius = max(1, round(STRAND_RADIUS * scale))
     ratio_grid = _CellGrid((height, width), max(1, min(radius // _RATIO_CELLS_PER_RADIUS, height, width)))
     ratio_radius = round(((2 * radius + 1) / ratio_grid.step - 1) / 2)  # in cells
-    # Full-resolution planes, each reused for several steps: the result, a float plane and uint8 planes.
-    alpha = np.empty((height, width), np.float32)
-    work = np.empty((height, width), np.float32)
-    plane = np.empty((height, width), np.uint8)
-    distance = np.empty((height, width), np.uint8)
+    # Full-resolution planes, each reused for several steps (and kept by the thread for the next
+    # crop): the result, a float plane and uint8 planes.
+    alpha = reusable_plane("strand alpha", (height, width), np.float32)
+    work = reusable_plane("strand work", (height, width), np.float32)
+    plane = reusable_plane("strand plane", (height, width), np.uint8)
+    distance = reusable_plane("strand distance", (height, width), np.uint8)
 
     # The prior's mass (in ``alpha`` until the distances need it).
     cv2.threshold(prior, _BELOW_PRIOR_FLOOR, 0.0, cv2.THRESH_TOZERO, dst=alpha)
@@ -215,7 +240,8 @@ def _strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float, *, side_th
         part_weight = cv2.cvtColor(np.maximum(part_weight_sum, np.float32(1e-6)), cv2.COLOR_GRAY2RGB)
         part_colour = cv2.divide(part_colour_sum, part_weight)
         cv2.copyTo(mean_colour, (part_weight_sum < np.float32(1e-3)).view(np.uint8), dst=part_colour)
-        scratch = grid.grow(cv2.convertScaleAbs(part_colour), np.empty(image.shape, np.uint8))
+        # (One thread works one colour at a time: its scratch image is free again after each.)
+        scratch = grid.grow(cv2.convertScaleAbs(part_colour), reusable_plane("strand colours", image.shape, np.uint8))
         # Colour distance in levels (mean over the channels) to the background colour, per pixel.
         cv2.absdiff(image, scratch, dst=scratch)
         return _channel_mean(scratch, scratch, out)
@@ -256,8 +282,11 @@ def _strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float, *, side_th
     ratio = box_mean(ratio_grid.shrink(alpha), ratio_radius)
     np.maximum(ratio, np.float32(1e-3), out=ratio)
     np.divide(mass_mean, ratio, out=ratio)
-    cv2.multiply(alpha, ratio if ratio_grid.step == 1 else ratio_grid.grow(ratio, work), dst=alpha)
-    return cv2.threshold(alpha, 1.0, 1.0, cv2.THRESH_TRUNC, dst=alpha)[1]
+    if ratio_grid.step > 1:
+        ratio = ratio_grid.grow(ratio, work)
+    rows = slice(first_row, first_row + out.shape[0])
+    cv2.multiply(alpha[rows], ratio[rows], dst=out)
+    cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC, dst=out)
 
 
 class _Samples:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -38,6 +39,28 @@ def side_workers() -> ThreadPoolExecutor:
         if _side_workers is None or _side_workers[0] != os.getpid():
             _side_workers = (os.getpid(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="matte"))
         return _side_workers[1]
+
+def run_on_both_cores(parts: Sequence[Callable[[], object]]) -> None:
+    """Call every part, this thread and one side thread each taking the next one as soon as it
+    is free (so uneven parts still keep both cores busy to the end). No part may wait on
+    another side task. An exception in a part is raised here once both threads have stopped."""
+    queue = iter(parts)
+    lock = threading.Lock()
+
+    def take_parts() -> None:
+        while True:
+            with lock:
+                part = next(queue, None)
+            if part is None:
+                return
+            part()
+
+    helper = side_workers().submit(take_parts)
+    try:
+        take_parts()
+    finally:
+        helper.result()
+
 
 #: Border rule of every box mean here, the same one ``cv2.ximgproc.guidedFilter`` uses.
 BORDER = cv2.BORDER_REFLECT

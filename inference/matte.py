@@ -14,14 +14,16 @@ the soft prior and the colours support (:mod:`inference.band_matting`); then fea
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from functools import partial
 
 import cv2
 import numpy as np
 
 from inference import band_matting
-from inference.band_matting import strand_alpha
+from inference.band_matting import strand_alpha, strand_alpha_parts
 from inference.foreground import (  # noqa: F401 (estimate_foreground re-exported)
     FOREGROUND_RADII,
     edge_band,
@@ -31,9 +33,11 @@ from inference.foreground import (  # noqa: F401 (estimate_foreground re-exporte
 from inference.guided_filter import (
     Guide,
     add_guided_filter_of_changes,
+    coarse_radius,
     fast_guided_filter_with,
     grid_aligned,
     guided_filter_near_edges,
+    run_on_both_cores,
     side_workers,
 )
 from inference.image_io import check_rgb_image
@@ -239,6 +243,28 @@ def _solid_alpha(
     return alpha
 
 
+def _solid_alpha_halves(
+    image: np.ndarray, prior: np.ndarray, settings: MatteSettings, out: np.ndarray
+) -> list[Callable[[], None]]:
+    """Two parts that fill ``out`` with ``_solid_alpha(image, prior, None, None, settings)`` (a
+    guided filter, ``settings.guided_radius > 0``), up to float rounding: each half of the rows
+    filtered with a margin of the filter's reach (whole cells of its coarse grid)."""
+    radius, subsample = _guided_plan(settings)
+    if subsample > 1:
+        margin = subsample * (2 * math.ceil(coarse_radius(radius, subsample)) + 2)
+    else:
+        margin = 2 * math.ceil(radius) + 1
+    height = prior.shape[0]
+    cut = height // 2 - height // 2 % subsample
+
+    def rows(first: int, end: int) -> None:
+        start, stop = max(0, first - margin), min(height, end + margin)
+        filtered = _solid_alpha(image[start:stop], prior[start:stop], None, None, settings)
+        out[first:end] = filtered[first - start : end - start]
+
+    return [partial(rows, 0, cut), partial(rows, cut, height)]
+
+
 def _refine_alpha(
     image: np.ndarray,
     prior: np.ndarray,
@@ -285,29 +311,38 @@ def _refine_alpha(
     # a wide picture row by row is up to twice as slow); the picture's crop is read in place.
     crop_prior = np.ascontiguousarray(prior[y0:y1, x0:x1])
     crop_image = image[y0:y1, x0:x1]
-    solid_job = None
+    solid_job = solid = None
+    split = settings.strands and band_matting.splits_crop(y1 - y0, scale)
     if solid_box is not None:
         sx0, sy0, sx1, sy1 = solid_box
         inside = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
         solid_image, solid_prior = crop_image[inside], crop_prior[inside]
-        if radius > 0:
+        if radius > 0 and not split:
             # The guided filter is linear: filter the ramp on the other core while the strands
             # and the island/hole steps run here, then add the filtered changes those steps made.
             solid_job = side_workers().submit(_solid_alpha, solid_image, solid_prior, None, None, settings)
     # Holes need only the mask: they are filled on a side thread while the strands (or islands)
-    # are worked here; after the strands when those take both side threads (queued before,
-    # the fill would hold back a strand half).
+    # are worked here.
     fill_holes = scale >= 1.0 and settings.max_hole_area > 1
-    fill_after_strands = settings.strands and band_matting.splits_crop(y1 - y0, scale)
     filled = None
-    if fill_holes and not fill_after_strands:
+    if fill_holes and not split:
         filled = side_workers().submit(filled_mask, crop_prior, settings.threshold, settings.max_hole_area)
-    strands = strand_alpha(crop_image, crop_prior, scale) if settings.strands else None
-    if fill_holes and fill_after_strands:
-        filled = side_workers().submit(filled_mask, crop_prior, settings.threshold, settings.max_hole_area)
+    if split:
+        # A tall crop: the strands' halves and the filter's halves share this thread and one side
+        # thread (three jobs on two cores leave one of them running alone at the end).
+        strands, parts = strand_alpha_parts(crop_image, crop_prior, scale)
+        if solid_box is not None and radius > 0:
+            solid = np.empty(solid_prior.shape, np.float32)
+            parts += _solid_alpha_halves(solid_image, solid_prior, settings, solid)
+        run_on_both_cores(parts)
+        if fill_holes:
+            filled = side_workers().submit(filled_mask, crop_prior, settings.threshold, settings.max_hole_area)
+    else:
+        strands = strand_alpha(crop_image, crop_prior, scale) if settings.strands else None
     mask, changed, report = _clean_mask(crop_prior, settings, strands, filled)
     if solid_job is not None:
         solid = solid_job.result()
+    if solid is not None:
         if changed is not None and changed[inside].any():
             delta = np.subtract(mask[inside], _ramp(solid_prior, settings.threshold), dtype=np.float32)
             add_guided_filter_of_changes(

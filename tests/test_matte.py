@@ -1006,7 +1006,7 @@ def test_strand_alpha_in_two_halves_is_the_whole_crops(strand_scene, monkeypatch
     from inference import band_matting
 
     prior = refine_net_like(strand_scene.alpha, long_side=400)
-    whole = band_matting._strand_alpha(strand_scene.image, prior, 1.0, side_thread=True)
+    whole = band_matting.strand_alpha(strand_scene.image, prior, 1.0)  # one part: 540 rows
     assert whole.max() > 0.5
     monkeypatch.setattr(band_matting, "_SPLIT_MIN_ROWS", 4 * band_matting.STRAND_REACH)
     assert strand_scene.image.shape[0] >= 4 * band_matting.STRAND_REACH
@@ -1014,3 +1014,28 @@ def test_strand_alpha_in_two_halves_is_the_whole_crops(strand_scene, monkeypatch
     # ...and halves any closer do not (the reach is not overstated by much).
     monkeypatch.setattr(band_matting, "STRAND_REACH", band_matting.STRAND_REACH // 2)
     assert np.abs(band_matting.strand_alpha(strand_scene.image, prior, 1.0) - whole).max() > 1e-4
+
+
+def test_run_on_both_cores_calls_every_part_once_on_two_threads_and_raises_a_parts_error():
+    import threading
+    import time
+
+    from inference.guided_filter import run_on_both_cores
+
+    calls: list[tuple[int, str]] = []
+
+    def part(index: int, seconds: float) -> None:
+        time.sleep(seconds)
+        calls.append((index, threading.current_thread().name))
+
+    # One long part and three short ones: the other thread takes all the short ones.
+    run_on_both_cores([lambda: part(0, 0.2)] + [lambda i=i: part(i, 0.01) for i in (1, 2, 3)])
+    assert sorted(index for index, _ in calls) == [0, 1, 2, 3]
+    long_thread = dict(calls)[0]
+    assert {name for index, name in calls if index > 0} == {dict(calls)[1]} != {long_thread}
+
+    def broken() -> None:
+        raise ValueError("expected a part to fail, got this")
+
+    with pytest.raises(ValueError, match="part to fail"):
+        run_on_both_cores([lambda: None, broken, lambda: None])
