@@ -10,6 +10,7 @@ again instead, per thread and per name, up to :data:`KEPT_BYTES_PER_THREAD` kept
 
 from __future__ import annotations
 
+import mmap
 import threading
 
 import numpy as np
@@ -40,10 +41,17 @@ def reusable_plane(name: str, shape: tuple[int, ...], dtype: type | np.dtype) ->
     buffer = buffers.get(name)
     if buffer is None or buffer.nbytes < size:
         kept = sum(b.nbytes for key, b in buffers.items() if key != name)
-        if kept + size > KEPT_BYTES_PER_THREAD:
+        if kept + size + size // 4 > KEPT_BYTES_PER_THREAD:
             return np.empty(shape, dtype)
-        buffer = buffers[name] = np.empty(size, np.uint8)
+        # A quarter more than asked for: the next crop is rarely the same size to the row.
+        buffer = buffers[name] = _mapped(size + size // 4)
     return buffer[:size].view(dtype).reshape(shape)
+
+
+def _mapped(size: int) -> np.ndarray:
+    """``size`` bytes of their own anonymous mapping, freed when the array is: a long-lived block
+    in the middle of the malloc heap would keep the heap from ever shrinking below it."""
+    return np.frombuffer(mmap.mmap(-1, max(1, size)), np.uint8)
 
 
 def kept_bytes() -> int:

@@ -32,17 +32,17 @@ def test_each_thread_has_its_own_planes():
 
 
 def test_requests_beyond_the_kept_bytes_get_fresh_arrays(monkeypatch):
-    def in_new_thread() -> None:
-        monkeypatch.setattr(work_buffers, "KEPT_BYTES_PER_THREAD", 1000)
-        kept = reusable_plane("small", (100,), np.float32)  # 400 bytes: kept
-        assert np.shares_memory(kept, reusable_plane("small", (100,), np.float32))
-        big = reusable_plane("big", (200,), np.float32)  # 400 + 800 > 1000: fresh every time
-        assert not np.shares_memory(big, reusable_plane("big", (200,), np.float32))
-        assert kept_bytes() == 400
-        results.append(True)
+    monkeypatch.setattr(work_buffers, "KEPT_BYTES_PER_THREAD", 1000)
+    seen: dict[str, object] = {}
 
-    results: list[bool] = []
+    def in_new_thread() -> None:  # a thread with no planes yet
+        kept = reusable_plane("small", (100,), np.float32)  # 400 bytes, kept with a quarter more
+        seen["small kept"] = np.shares_memory(kept, reusable_plane("small", (100,), np.float32))
+        big = reusable_plane("big", (200,), np.float32)  # 500 + 1000 > 1000: fresh every time
+        seen["big kept"] = np.shares_memory(big, reusable_plane("big", (200,), np.float32))
+        seen["kept bytes"] = kept_bytes()
+
     thread = threading.Thread(target=in_new_thread)
     thread.start()
     thread.join()
-    assert results == [True]
+    assert seen == {"small kept": True, "big kept": False, "kept bytes": 500}
