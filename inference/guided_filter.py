@@ -153,9 +153,8 @@ class Guide:
         a_r, a_g, a_b = mean_a
         if self._planes is None and self.is_uint8:
             # Multiply by the uint8 channels directly and fold the 1/255 in at the end.
-            channel = np.empty(self.shape, np.uint8)
-            for a, c in zip(mean_a, range(3)):
-                np.multiply(a, cv2.extractChannel(self.image, c, dst=channel), out=a)
+            for a, I_c in zip(mean_a, self.uint8_planes()):
+                np.multiply(a, I_c, out=a)
             scale = np.float32(1 / 255)
         else:
             for a, I_c in zip(mean_a, self.planes()):
@@ -177,16 +176,21 @@ class Guide:
         height, width = self.shape
         q = cv2.resize(mean_b, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
         scratch = np.empty((height, width), np.float32)
-        channel = np.empty((height, width), np.uint8) if self.is_uint8 else None
-        for c, a in enumerate(mean_a):
-            if channel is not None:
-                a = a * np.float32(1 / 255)  # fold the guide's scale in on the small grid
-                I_c = cv2.extractChannel(self.image, c, dst=channel)
-            else:
-                I_c = self.planes()[c]
+        if self.is_uint8:
+            planes = self.uint8_planes()
+            mean_a = [a * np.float32(1 / 255) for a in mean_a]  # the guide's scale, folded in on the small grid
+        else:
+            planes = self.planes()
+        for a, I_c in zip(mean_a, planes):
             np.multiply(cv2.resize(a, (width, height), dst=scratch, interpolation=cv2.INTER_LINEAR), I_c, out=scratch)
             q += scratch
         return q
+
+    def uint8_planes(self) -> list[np.ndarray]:
+        """The uint8 guide's three channels as contiguous planes (one pass: several times faster
+        than extracting them one by one)."""
+        height, width = self.shape
+        return list(cv2.split(self.image, [np.empty((height, width), np.uint8) for _ in range(3)]))
 
 
 def _guided_coefficients(
