@@ -115,8 +115,9 @@ def _estimate_at_band(
     height, width = alpha.shape
     ys, xs = np.divmod(at_band, width)
     # Independent work goes to the side threads (numpy and OpenCV release the GIL): the
-    # strip mosaic and half of the coarse grid (while this thread gathers the band and
-    # fills the other half), the copy for the result (while this one runs the steps).
+    # strip mosaic (while this thread gathers the band and fills the coarse grid), the copy
+    # for the result. (A third thread filling half the grid gained nothing: it waited for
+    # the GIL that the other two kept busy.)
     margin = max(radii) + 1
     box = (
         max(0, int(xs.min()) - margin),
@@ -127,14 +128,10 @@ def _estimate_at_band(
     narrow = [r for r in radii if r < _GRID_MIN_RADIUS]
     strips_job = side_workers().submit(_BandStrips, image, alpha, ys, xs, max(narrow)) if narrow else None
     grid = _CoarseGrid(image, alpha, box) if max(radii) >= _GRID_MIN_RADIUS else None
-    if grid is not None:
-        top, bottom = grid.halves()
-        top_job = side_workers().submit(grid.fill_rows, *top)
     out_job = side_workers().submit(image.copy)
     band = _Band(image, alpha, at_band, ys, xs)
     if grid is not None:
-        grid.fill_rows(*bottom)
-        top_job.result()
+        grid.fill()
         grid.add_band(band)
     # alpha F and (1 - alpha) B at the band, (6, N) (None while F = B = I); F after the last step.
     # The wide steps run while the strip mosaic is still being built.
@@ -228,7 +225,7 @@ class _CoarseGrid:
     It holds the cell means of ``alpha I`` (3 channels), ``alpha`` and ``(1 - alpha) I``
     (3), one ``(7, h, w)`` float32 stack in the order of the box means. Off the band
     ``alpha I`` is the picture where alpha is 1 and 0 elsewhere, so the grid comes from
-    the uint8 picture with the solid part masked (:meth:`fill_rows`, which
+    the uint8 picture with the solid part masked (:meth:`fill`, which
     needs only the crop), plus the band's own values added per cell (:meth:`add_band`):
     no full-size float plane is ever made. A box of radius ``r`` reaches
     ``round(r / step)`` cells (at least 1) to each side; band pixels read the box means
@@ -246,27 +243,16 @@ class _CoarseGrid:
         self.crop_alpha = alpha[y0 : y0 + grid_h * step, x0 : x0 + grid_w * step]
         self.planes = np.empty((7, grid_h, grid_w), np.float32)
 
-    def halves(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """The grid rows ``(first, end)`` of its top and bottom halves, for :meth:`fill_rows`."""
-        half = self.grid_shape[0] // 2
-        return (0, half), (half, self.grid_shape[0])
-
-    def fill_rows(self, first: int, end: int) -> None:
-        """Fill grid rows ``first`` to ``end`` from the crop (rows apart may be filled at the
-        same time): ``alpha I`` without the band's share, ``alpha``, and ``I`` for now."""
-        if first == end:
-            return
-        step = self.step
-        crop_image = self.crop_image[first * step : end * step]
-        crop_alpha = self.crop_alpha[first * step : end * step]
+    def fill(self) -> None:
+        """Fill the grid from the crop: ``alpha I`` without the band's share, ``alpha``, and ``I`` for now."""
+        step, crop_image, crop_alpha = self.step, self.crop_image, self.crop_alpha
         solid_image = np.zeros(crop_image.shape, np.uint8)
         cv2.copyTo(crop_image, (crop_alpha >= 1).view(np.uint8), solid_image)
-        planes = self.planes[:, first:end]
-        planes[3] = _shrunk(crop_alpha, step)
+        self.planes[3] = _shrunk(crop_alpha, step)
         for c, channel in enumerate(cv2.split(_shrunk(solid_image, step))):
-            planes[c] = channel
+            self.planes[c] = channel
         for c, channel in enumerate(cv2.split(_shrunk(crop_image, step))):
-            planes[4 + c] = channel
+            self.planes[4 + c] = channel
 
     def add_band(self, band: _Band) -> None:
         """Add the band's ``alpha I`` to the filled grid, and make ``(1 - alpha) I`` of ``I``."""
