@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from nuggy import nuggy_alpha
 
-from inference import guided_filter
+from inference import side_threads
 from inference.matte import (
     MatteSettings,
     preview_inputs,
@@ -90,8 +90,8 @@ def single_thread_work(base: tuple[np.ndarray, np.ndarray], defaults: MatteSetti
     """Full quality with the side threads' jobs run in line and ``cv2.setNumThreads(1)``: how much
     work the two cores share (the wall-clock time above divided into it is what they gain)."""
     print("\nFULL QUALITY ON ONE THREAD (side jobs in line, cv2 threads 1), ms (median / min)")
-    saved = guided_filter._side_workers
-    guided_filter._side_workers = (os.getpid(), _InLine())
+    saved = side_threads._side_workers
+    side_threads._side_workers = (os.getpid(), _InLine())
     cv2.setNumThreads(1)
     try:
         for size in ((1080, 1920), (2160, 3840)):
@@ -99,7 +99,7 @@ def single_thread_work(base: tuple[np.ndarray, np.ndarray], defaults: MatteSetti
             median, least = timed(lambda: refine_alpha_and_foreground(image, prior, defaults), repeat)
             print(f"{size[1]}x{size[0]:<7} {median:8.1f} / {least:5.1f}")
     finally:
-        guided_filter._side_workers = saved
+        side_threads._side_workers = saved
         cv2.setNumThreads(threads)
 
 

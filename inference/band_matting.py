@@ -16,7 +16,8 @@ from functools import partial
 import cv2
 import numpy as np
 
-from inference.guided_filter import box_mean, side_workers
+from inference.guided_filter import box_mean
+from inference.side_threads import side_workers
 from inference.work_buffers import reusable_plane
 
 #: Window radius (full-resolution pixels) of the strand estimate: the prior's mass in each

@@ -10,7 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from inference.guided_filter import box_mean, side_workers
+from inference.guided_filter import box_mean
+from inference.side_threads import side_workers
 from inference.image_io import check_rgb_image
 from inference.matte_checks import check_count, check_map
 

@@ -11,10 +11,6 @@ Borders are mirrored (``cv2.BORDER_REFLECT``) as in ``cv2.ximgproc.guidedFilter`
 from __future__ import annotations
 
 import math
-import os
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -25,42 +21,6 @@ from inference.matte_checks import (
     check_positive_float,
     describe,
 )
-
-_side_workers: tuple[int, ThreadPoolExecutor] | None = None
-_side_workers_lock = threading.Lock()
-
-
-def side_workers() -> ThreadPoolExecutor:
-    """Two threads the matte modules hand independent steps to, so a matte uses both cores
-    (OpenCV and numpy release the GIL in their big operations). One pool per process: a
-    forked child gets its own (a parent's threads do not survive a fork)."""
-    global _side_workers
-    with _side_workers_lock:
-        if _side_workers is None or _side_workers[0] != os.getpid():
-            _side_workers = (os.getpid(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="matte"))
-        return _side_workers[1]
-
-def run_on_both_cores(parts: Sequence[Callable[[], object]]) -> None:
-    """Call every part, this thread and one side thread each taking the next one as soon as it
-    is free (so uneven parts still keep both cores busy to the end). No part may wait on
-    another side task. An exception in a part is raised here once both threads have stopped."""
-    queue = iter(parts)
-    lock = threading.Lock()
-
-    def take_parts() -> None:
-        while True:
-            with lock:
-                part = next(queue, None)
-            if part is None:
-                return
-            part()
-
-    helper = side_workers().submit(take_parts)
-    try:
-        take_parts()
-    finally:
-        helper.result()
-
 
 #: Border rule of every box mean here, the same one ``cv2.ximgproc.guidedFilter`` uses.
 BORDER = cv2.BORDER_REFLECT
@@ -280,6 +240,15 @@ def coarse_radius(radius: float, subsample: int) -> float:
     return max(1.0, radius / subsample)
 
 
+def filter_reach(radius: float, subsample: int) -> int:
+    """How far (pixels) the input of :func:`fast_guided_filter_with` (:func:`guided_filter_with`
+    for ``subsample`` 1) reaches its output: two windows, and on a coarse grid whole cells plus
+    one of interpolation."""
+    if subsample > 1:
+        return subsample * (2 * math.ceil(coarse_radius(radius, subsample)) + 2)
+    return 2 * math.ceil(radius) + 1
+
+
 def grid_aligned(start: int, stop: int, size: int, multiple: int) -> tuple[int, int]:
     """``[start, stop)`` inside ``[0, size)`` grown to start on a multiple of ``multiple`` and to a
     length that is one, where it fits: a coarse grid over it then lies on the whole map's grid."""
@@ -405,10 +374,7 @@ def add_guided_filter_of_changes(
     origin, plus one of interpolation); the pieces' results add up. ``out`` (float32) and
     ``delta`` are shaped like ``image[..., 0]``; borders mirror at the whole map's edges as before.
     """
-    if subsample > 1:
-        margin = subsample * (2 * math.ceil(coarse_radius(radius, subsample)) + 2)
-    else:
-        margin = 2 * math.ceil(radius) + 1
+    margin = filter_reach(radius, subsample)
     height, width = changed.shape
     # The pieces' bounding rectangles, from their outer contours (far cheaper than labelling).
     contours, _ = cv2.findContours(changed.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from inference import band_matting
-from inference.guided_filter import side_workers
+from inference.side_threads import side_workers
 from inference.matte_checks import check_count, check_mask
 
 

@@ -14,6 +14,7 @@ the soft prior and the colours support (:mod:`inference.band_matting`); then fea
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ import numpy as np
 
 from inference import band_matting
 from inference.band_matting import strand_alpha, strand_alpha_parts
+from inference.feather import feather_alpha, feather_blur  # noqa: F401 (feather_alpha re-exported)
 from inference.foreground import (  # noqa: F401 (estimate_foreground re-exported)
     FOREGROUND_RADII,
     edge_band,
@@ -33,12 +35,10 @@ from inference.foreground import (  # noqa: F401 (estimate_foreground re-exporte
 from inference.guided_filter import (
     Guide,
     add_guided_filter_of_changes,
-    coarse_radius,
     fast_guided_filter_with,
+    filter_reach,
     grid_aligned,
     guided_filter_near_edges,
-    run_on_both_cores,
-    side_workers,
 )
 from inference.image_io import check_rgb_image
 from inference.mask_regions import (  # noqa: F401 (remove_small_regions, fill_small_holes re-exported)
@@ -55,6 +55,7 @@ from inference.matte_checks import (
     check_positive_float,
     describe,
 )
+from inference.side_threads import run_on_both_cores, side_workers
 
 #: Soft prior values within ``PRIOR_RAMP / 2`` of the threshold map linearly onto alpha 0..1
 #: before the guided filter: the prior's sub-pixel edge position is kept, not its blur.
@@ -72,39 +73,6 @@ _HALVES_MIN_PIXELS = 2**18
 
 #: A preview's guided filter at or above this (scaled) radius runs on a 2x coarser grid.
 _PREVIEW_FAST_RADIUS = 4.0
-
-
-# ---------------------------------------------------------------------------- feathering
-def _feathered(alpha: np.ndarray, radius_px: float) -> np.ndarray:
-    sigma = radius_px / 2.0
-    if sigma < 0.5:
-        # A sampled Gaussian this narrow is a no-op; [w, 1 - 2w, w] with the same variance is not
-        # (a preview's scaled-down feather must still show).
-        w = sigma * sigma / 2.0
-        kernel = np.array([w, 1.0 - 2.0 * w, w], np.float32)
-        return cv2.sepFilter2D(alpha, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REPLICATE)
-    half = max(1, math.ceil(radius_px))
-    size = (2 * half + 1, 2 * half + 1)
-    return cv2.GaussianBlur(alpha, size, sigma, borderType=cv2.BORDER_REPLICATE)
-
-
-def feather_alpha(alpha: np.ndarray, radius_px: float) -> np.ndarray:
-    """Soften an alpha's edge: a Gaussian of sigma ``radius_px / 2`` cut off at ``ceil(radius_px)``
-    (solid interior stays 1 up to rounding, far background exactly 0; 0 returns a copy).
-
-    Args:
-        alpha: ``(H, W)`` float in ``[0, 1]``.
-        radius_px: feather radius in pixels, >= 0.
-
-    Returns:
-        ``(H, W)`` float32 in ``[0, 1]``.
-    """
-    if not isinstance(alpha, np.ndarray) or alpha.ndim != 2:
-        raise ValueError(f"expected alpha as an (H, W) float array, got {describe(alpha)}")
-    alpha = check_map(alpha, alpha.shape, "alpha")
-    radius_px = check_positive_float(radius_px, "radius_px", allow_zero=True)
-    out = _feathered(alpha, radius_px) if radius_px > 0 else alpha.copy()
-    return np.clip(out, 0.0, 1.0, out=out)
 
 
 # ---------------------------------------------------------------------------- settings and pipeline
@@ -243,26 +211,69 @@ def _solid_alpha(
     return alpha
 
 
-def _solid_alpha_halves(
+#: A tall crop's guided filter runs in this many bands of rows (beside the island and hole steps).
+_SOLID_PARTS = 3
+
+
+def _solid_alpha_parts(
     image: np.ndarray, prior: np.ndarray, settings: MatteSettings, out: np.ndarray
 ) -> list[Callable[[], None]]:
-    """Two parts that fill ``out`` with ``_solid_alpha(image, prior, None, None, settings)`` (a
-    guided filter, ``settings.guided_radius > 0``), up to float rounding: each half of the rows
-    filtered with a margin of the filter's reach (whole cells of its coarse grid)."""
+    """:data:`_SOLID_PARTS` parts that fill ``out`` with ``_solid_alpha(image, prior, None, None,
+    settings)`` (a guided filter, ``settings.guided_radius > 0``), up to float rounding: each band
+    of rows filtered with a margin of the filter's reach (whole cells of its coarse grid)."""
     radius, subsample = _guided_plan(settings)
-    if subsample > 1:
-        margin = subsample * (2 * math.ceil(coarse_radius(radius, subsample)) + 2)
-    else:
-        margin = 2 * math.ceil(radius) + 1
+    margin = filter_reach(radius, subsample)
     height = prior.shape[0]
-    cut = height // 2 - height // 2 % subsample
+    cuts = [height * k // _SOLID_PARTS for k in range(_SOLID_PARTS)]
+    cuts = [cut - cut % subsample for cut in cuts] + [height]
 
     def rows(first: int, end: int) -> None:
         start, stop = max(0, first - margin), min(height, end + margin)
         filtered = _solid_alpha(image[start:stop], prior[start:stop], None, None, settings)
         out[first:end] = filtered[first - start : end - start]
 
-    return [partial(rows, 0, cut), partial(rows, cut, height)]
+    return [partial(rows, first, end) for first, end in zip(cuts[:-1], cuts[1:])]
+
+
+def _tall_crop(
+    crop_image: np.ndarray,
+    crop_prior: np.ndarray,
+    inside: tuple[slice, slice] | None,
+    settings: MatteSettings,
+    fill_holes: bool,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray | None, MatteReport]]:
+    """``(strands, filtered solid ramp or None, (mask, changed, report))`` of a crop that
+    :func:`~inference.band_matting.splits_crop` splits, on this thread and one side thread: the
+    strands' halves, then the island and hole steps (they need the strands) beside the guided
+    filter's bands of rows (``inside``: the solid box in the crop; None: no filter). Three jobs
+    on two cores (the strands, the filter, the holes) left one of them running alone at the end."""
+    strands, strand_parts = strand_alpha_parts(crop_image, crop_prior, float(settings.scale))
+    finished = [threading.Event() for _ in strand_parts]
+    cleaned: list[tuple[np.ndarray, np.ndarray | None, MatteReport]] = []
+
+    def strand_part(part: Callable[[], None], done: threading.Event) -> None:
+        try:
+            part()
+        finally:
+            done.set()  # a failed part still lets the step after go on: run_on_both_cores raises its error
+
+    def clean_after_strands() -> None:
+        for done in finished:  # parts before this one in the list: already taken by one thread or the other
+            done.wait()
+        filled: Future | None = None
+        if fill_holes:
+            filled = Future()
+            filled.set_result(filled_mask(crop_prior, settings.threshold, settings.max_hole_area))
+        cleaned.append(_clean_mask(crop_prior, settings, strands, filled))
+
+    parts = [partial(strand_part, part, done) for part, done in zip(strand_parts, finished)]
+    parts.append(clean_after_strands)
+    solid = None
+    if inside is not None:
+        solid = np.empty(crop_prior[inside].shape, np.float32)
+        parts += _solid_alpha_parts(crop_image[inside], crop_prior[inside], settings, solid)
+    run_on_both_cores(parts)
+    return strands, solid, cleaned[0]
 
 
 def _refine_alpha(
@@ -321,25 +332,17 @@ def _refine_alpha(
             # The guided filter is linear: filter the ramp on the other core while the strands
             # and the island/hole steps run here, then add the filtered changes those steps made.
             solid_job = side_workers().submit(_solid_alpha, solid_image, solid_prior, None, None, settings)
-    # Holes need only the mask: they are filled on a side thread while the strands (or islands)
-    # are worked here.
     fill_holes = scale >= 1.0 and settings.max_hole_area > 1
-    filled = None
-    if fill_holes and not split:
-        filled = side_workers().submit(filled_mask, crop_prior, settings.threshold, settings.max_hole_area)
-    if split:
-        # A tall crop: the strands' halves and the filter's halves share this thread and one side
-        # thread (three jobs on two cores leave one of them running alone at the end).
-        strands, parts = strand_alpha_parts(crop_image, crop_prior, scale)
-        if solid_box is not None and radius > 0:
-            solid = np.empty(solid_prior.shape, np.float32)
-            parts += _solid_alpha_halves(solid_image, solid_prior, settings, solid)
-        run_on_both_cores(parts)
+    if split:  # its steps share this thread and one side thread (see _tall_crop)
+        filtered = inside if solid_box is not None and radius > 0 else None
+        strands, solid, (mask, changed, report) = _tall_crop(crop_image, crop_prior, filtered, settings, fill_holes)
+    else:
+        # Holes need only the mask: they are filled on a side thread while the strands are worked here.
+        filled = None
         if fill_holes:
             filled = side_workers().submit(filled_mask, crop_prior, settings.threshold, settings.max_hole_area)
-    else:
         strands = strand_alpha(crop_image, crop_prior, scale) if settings.strands else None
-    mask, changed, report = _clean_mask(crop_prior, settings, strands, filled)
+        mask, changed, report = _clean_mask(crop_prior, settings, strands, filled)
     if solid_job is not None:
         solid = solid_job.result()
     if solid is not None:
@@ -364,7 +367,7 @@ def _refine_alpha(
         if solid_box is not None:
             alpha[inside] = solid
     if settings.feather > 0:
-        alpha = _feathered(alpha, settings.feather * scale)
+        alpha = feather_blur(alpha, settings.feather * scale)
     target = out[y0:y1, x0:x1]
     half = alpha.shape[0] // 2 if alpha.size >= _HALVES_MIN_PIXELS else 0
     top = side_workers().submit(_snapped_into, alpha[:half], target[:half], find_band) if half else None

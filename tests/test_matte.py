@@ -1021,7 +1021,7 @@ def test_run_on_both_cores_calls_every_part_once_on_two_threads_and_raises_a_par
     import threading
     import time
 
-    from inference.guided_filter import run_on_both_cores
+    from inference.side_threads import run_on_both_cores
 
     calls: list[tuple[int, str]] = []
 
@@ -1040,3 +1040,33 @@ def test_run_on_both_cores_calls_every_part_once_on_two_threads_and_raises_a_par
 
     with pytest.raises(ValueError, match="part to fail"):
         run_on_both_cores([lambda: None, broken, lambda: None])
+
+
+def test_a_failing_strand_half_of_a_tall_crop_raises_instead_of_hanging(strand_scene, monkeypatch):
+    # The island step waits for both strand halves: a half that fails must still release it.
+    import threading
+
+    from inference import band_matting
+
+    monkeypatch.setattr(band_matting, "_SPLIT_MIN_ROWS", 4 * band_matting.STRAND_REACH)
+    real = band_matting._strand_alpha
+
+    def failing(image, prior, scale, out, *, first_row=0, side_thread):
+        if first_row:
+            raise MemoryError("expected the bottom half to fail, got this")
+        real(image, prior, scale, out, first_row=first_row, side_thread=side_thread)
+
+    monkeypatch.setattr(band_matting, "_strand_alpha", failing)
+    prior = refine_net_like(strand_scene.alpha, long_side=400)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            refine_alpha(strand_scene.image, prior, MatteSettings())
+        except MemoryError as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and len(raised) == 1
