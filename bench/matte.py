@@ -13,6 +13,10 @@ Pictures above 2 MP are the 1920x1080 scene upscaled (rendering them natively ta
 Times are wall-clock milliseconds, median (and minimum) of ``--repeat`` rounds; the full-quality
 table also gives the process CPU time per call (all threads: Nukki hands independent steps to two
 side threads), which other programs on a shared machine disturb less than wall-clock time.
+Page faults per call (first touches of fresh memory) are listed too: on the 2-core VMs a
+fault costs about as much as the arithmetic on that memory, and how many each method takes
+depends on what glibc did with the memory freed before it (``--keep-heap`` has glibc keep
+it for the whole process, for both methods: the arithmetic alone).
 ``--single-thread`` adds the same full-quality call on one thread (the side threads' jobs run
 in line, ``cv2`` threads 1): the work the cores share.
 Run: ``python bench/matte.py --threads 2`` (about a minute).
@@ -21,7 +25,9 @@ Run: ``python bench/matte.py --threads 2`` (about a minute).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -62,13 +68,27 @@ def picture(size: tuple[int, int], base: tuple[np.ndarray, np.ndarray] | None = 
     return image, prior
 
 
-def once(fn: Callable[[], object], cpu: list[float] | None = None) -> float:
-    """Wall-clock ms of one call; appends the process CPU ms (all threads) to ``cpu`` if given."""
+def once(fn: Callable[[], object], cpu: list[float] | None = None, faults: list[int] | None = None) -> float:
+    """Wall-clock ms of one call; appends the process CPU ms (all threads) to ``cpu`` and the
+    page faults (minor: first touches of fresh memory) to ``faults`` if given."""
+    start_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start, start_cpu = time.perf_counter(), time.process_time()
     fn()
     if cpu is not None:
         cpu.append((time.process_time() - start_cpu) * 1000.0)
+    if faults is not None:
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start_faults)
     return (time.perf_counter() - start) * 1000.0
+
+
+def keep_heap() -> None:
+    """glibc: never give freed heap memory back to the system and serve blocks up to 32 MB from
+    the heap, for the whole process (both methods), so that neither pays page faults for memory
+    the other (or itself) just freed: the times of the arithmetic alone."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_trim_threshold, 2**30) and libc.mallopt(m_mmap_threshold, 32 * 2**20)):
+        raise SystemExit("mallopt failed: --keep-heap needs glibc")
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -109,7 +129,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="cv2.setNumThreads for both methods (default 2)")
     parser.add_argument("--single-thread", action="store_true",
                         help="also time full quality on one thread: the work the cores share")
+    parser.add_argument("--keep-heap", action="store_true",
+                        help="glibc keeps freed memory for the process (both methods): no page faults for reused memory")
     args = parser.parse_args()
+    if args.keep_heap:
+        keep_heap()
     cv2.setNumThreads(args.threads)
     defaults = MatteSettings()
     print(f"cv2 threads: {cv2.getNumThreads()}, CPUs: {os.cpu_count()}, load average: "
@@ -119,7 +143,7 @@ def main() -> None:
 
     print("\nFULL QUALITY vs NUGGY, interleaved, ms (median / min)")
     header = (f"{'picture':<12} {'nukki':>16} {'nuggy':>16} {'ratio':>6}   nukki stages (median): refine_alpha / "
-              "colours (the rest)   process CPU ms (median, all threads): nukki / nuggy")
+              "colours (the rest)   process CPU ms (median, all threads) and page faults per call: nukki / nuggy")
     print(header)
     for size in ((1080, 1920), (2160, 3840)):
         image, prior = picture(size, base)
@@ -129,16 +153,17 @@ def main() -> None:
 
         nukki()
         nuggy_alpha(image, prior)
-        ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
+        ours, theirs, ours_cpu, theirs_cpu, ours_faults, theirs_faults = [], [], [], [], [], []
         for _ in range(args.repeat):
-            ours.append(once(nukki, ours_cpu))
-            theirs.append(once(lambda: nuggy_alpha(image, prior), theirs_cpu))
+            ours.append(once(nukki, ours_cpu, ours_faults))
+            theirs.append(once(lambda: nuggy_alpha(image, prior), theirs_cpu, theirs_faults))
         stage_alpha = timed(lambda: refine_alpha(image, prior, defaults), max(3, args.repeat // 3))[0]
         stage_fg = float(np.median(ours)) - stage_alpha
         ratio = np.median(ours) / np.median(theirs)
         print(f"{size[1]}x{size[0]:<7} {np.median(ours):8.1f} / {np.min(ours):5.1f} "
               f"{np.median(theirs):8.1f} / {np.min(theirs):5.1f} {ratio:6.2f}   {stage_alpha:.1f} / {stage_fg:.1f}"
-              f"   CPU {np.median(ours_cpu):.1f} / {np.median(theirs_cpu):.1f}")
+              f"   CPU {np.median(ours_cpu):.1f} / {np.median(theirs_cpu):.1f}"
+              f"   faults {np.median(ours_faults):.0f} / {np.median(theirs_faults):.0f}")
 
     print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.single_thread:
