@@ -143,8 +143,9 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
     coarser, from a quarter of the background pixels (every other row and column: as good
     on ``bench/quality.py`` at a quarter of the work; :class:`_Samples`); so is the ratio
     ``mean(prior) / mean(d)``, on cells of half the strand radius with the window rounded to
-    whole cells (bilinearly upsampled), while ``d`` stays per pixel. Previews scale every length; below a scaled radius of 4 px the cells are single
-    pixels and the window whole pixels (this is no slider, so a preview rounds its radius).
+    whole cells (bilinearly upsampled), while ``d`` stays per pixel. Previews scale every
+    length; below a scaled radius of 4 px the cells are single pixels and the window whole
+    pixels (this is no slider, so a preview rounds its radius).
 
     A tall crop at full resolution is worked in two halves that overlap by twice
     :data:`STRAND_REACH` (split on the cell grid), the top one on a side thread
