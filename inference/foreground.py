@@ -11,10 +11,9 @@ import cv2
 import numpy as np
 
 from inference.guided_filter import box_mean
-from inference.side_threads import side_workers
 from inference.image_io import check_rgb_image
 from inference.matte_checks import check_count, check_map
-
+from inference.side_threads import side_workers
 
 #: Box radii of the blur-fusion steps of :func:`estimate_foreground`, wide to narrow. Chosen
 #: with the radii comparison of the earlier ``bench/quality.py`` (git history); the current

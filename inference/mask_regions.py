@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from inference import band_matting
-from inference.side_threads import side_workers
 from inference.matte_checks import check_count, check_mask
+from inference.side_threads import side_workers
 
 
 def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
