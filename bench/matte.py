@@ -19,7 +19,7 @@ depends on what glibc did with the memory freed before it (``--keep-heap`` has g
 it for the whole process, for both methods: the arithmetic alone).
 ``--single-thread`` adds the same full-quality call on one thread (the side threads' jobs run
 in line, ``cv2`` threads 1): the work the cores share.
-Run: ``python bench/matte.py --threads 2`` (about a minute).
+Run: ``python bench/matte.py --threads 2`` (about ten seconds).
 """
 
 from __future__ import annotations
