@@ -16,7 +16,7 @@ from functools import partial
 import cv2
 import numpy as np
 
-from inference.guided_filter import box_mean
+from inference.guided_filter import box_mean, cell_means
 from inference.side_threads import side_workers
 from inference.work_buffers import reusable_plane
 
@@ -72,14 +72,7 @@ class _CellGrid:
 
     def shrink(self, plane: np.ndarray) -> np.ndarray:
         """Mean of each cell: ``(rows, cols[, c])``, the dtype of ``plane`` (uint8 rounds)."""
-        plane = plane[: self.rows * self.step, : self.cols * self.step]
-        factor = self.step
-        while factor % 2 == 0:  # OpenCV's 2x area resize is several times faster than its general one
-            factor //= 2
-            plane = cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        if factor > 1:
-            plane = cv2.resize(plane, (self.cols, self.rows), interpolation=cv2.INTER_AREA)
-        return plane
+        return cell_means(plane[: self.rows * self.step, : self.cols * self.step], self.step)
 
     def grow(self, cells: np.ndarray, out: np.ndarray, top: int = 0, left: int = 0) -> np.ndarray:
         """Bilinear upsampling of ``cells`` into ``out`` (``(h, w[, c])``, same dtype), in place.

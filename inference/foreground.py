@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from inference.guided_filter import box_mean
+from inference.guided_filter import box_mean, cell_means
 from inference.image_io import check_rgb_image
 from inference.matte_checks import check_count, check_map
 from inference.side_threads import side_workers
@@ -236,7 +236,7 @@ class _CoarseGrid:
         x0, y0, x1, y1 = box
         self.origin = (x0, y0)
         self.step = step = max(1, min(_GRID_STEP, y1 - y0, x1 - x0))
-        # The grid covers the largest multiple of `step` (whole cells, see _shrunk); band
+        # The grid covers the largest multiple of `step` (whole cells, see cell_means); band
         # pixels past it add to no cell and read the grid's last samples.
         self.grid_shape = grid_h, grid_w = (y1 - y0) // step, (x1 - x0) // step
         self.crop_image = image[y0 : y0 + grid_h * step, x0 : x0 + grid_w * step]
@@ -248,10 +248,10 @@ class _CoarseGrid:
         step, crop_image, crop_alpha = self.step, self.crop_image, self.crop_alpha
         solid_image = np.zeros(crop_image.shape, np.uint8)
         cv2.copyTo(crop_image, (crop_alpha >= 1).view(np.uint8), solid_image)
-        self.planes[3] = _shrunk(crop_alpha, step)
-        for c, channel in enumerate(cv2.split(_shrunk(solid_image, step))):
+        self.planes[3] = cell_means(crop_alpha, step)
+        for c, channel in enumerate(cv2.split(cell_means(solid_image, step))):
             self.planes[c] = channel
-        for c, channel in enumerate(cv2.split(_shrunk(crop_image, step))):
+        for c, channel in enumerate(cv2.split(cell_means(crop_image, step))):
             self.planes[4 + c] = channel
 
     def add_band(self, band: _Band) -> None:
@@ -307,17 +307,6 @@ class _CoarseGrid:
         sample(0, (0, 1, 2, 3))
         side.result()
         return sums
-
-
-def _shrunk(plane: np.ndarray, step: int) -> np.ndarray:
-    """Cell means of ``plane`` (whole cells of ``step`` pixels): repeated 2x area steps while
-    ``step`` is even (OpenCV's 2x path is several times faster; uint8 rounds at each step)."""
-    while step % 2 == 0:
-        step //= 2
-        plane = cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    if step > 1:
-        plane = cv2.resize(plane, (plane.shape[1] // step, plane.shape[0] // step), interpolation=cv2.INTER_AREA)
-    return plane
 
 
 def _mirrored(index: np.ndarray, size: int) -> np.ndarray:

@@ -35,6 +35,19 @@ BORDER = cv2.BORDER_REFLECT
 _SEPARABLE_MAX_WHOLE = 4
 
 
+def cell_means(plane: np.ndarray, step: int) -> np.ndarray:
+    """Mean of each ``step`` x ``step`` cell of ``plane`` ``(h, w[, c])``, whose sides are whole
+    multiples of ``step``: ``(h / step, w / step[, c])``, the dtype of ``plane``. Repeated 2x area
+    steps while ``step`` is even (OpenCV's 2x path is several times faster than its general one;
+    uint8 rounds at each step), then one area resize for what is left."""
+    while step % 2 == 0:
+        step //= 2
+        plane = cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if step > 1:
+        plane = cv2.resize(plane, (plane.shape[1] // step, plane.shape[0] // step), interpolation=cv2.INTER_AREA)
+    return plane
+
+
 def box_mean(x: np.ndarray, radius: float, out: np.ndarray | None = None) -> np.ndarray:
     """Mean over the ``(2r+1) x (2r+1)`` window around each pixel, mirrored borders: float32.
 
