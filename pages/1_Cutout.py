@@ -197,12 +197,6 @@ def _overlay_url(ws: Workspace, cut: CutoutSession) -> str:
     return cached
 
 
-def _click_mode(ws: Workspace) -> str:
-    value = st.session_state.get(ws.click_key)
-    mode = value.get("mode") if hasattr(value, "get") else None
-    return mode if mode in canvas.MODES else "include"
-
-
 def click_panel(ws: Workspace) -> None:
     cut = ws.sync()
     generation = ws.generation
@@ -213,7 +207,7 @@ def click_panel(ws: Workspace) -> None:
         points=ws.points,
         seen=ws.seen_clicks,
         steps=len(ws.entries),
-        mode=_click_mode(ws),
+        mode=canvas.mode_to_show(st.session_state.get(ws.click_key)),
         alt=f"{ws.picture.name} with {len(cut.instances)} numbered characters; click one to choose it",
         help_text="Choose what a click does, then click on the picture.",
     )

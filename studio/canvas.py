@@ -10,6 +10,14 @@ component*. Each click is recorded in the browser, at once, with
   never change which pixel a click lands on),
 * the mode the switch showed at that moment (no round trip to the server decides it).
 
+The switch itself lives in the browser: moving it sends nothing, so it costs no rerun.
+(It used to send its position as state. A switch followed at once by a click then made
+two reruns back to back, and now and then Streamlit's page was left showing a run in
+progress that the server had long finished: 3 of 4 runs of
+``tests/test_browser.py::test_switching_pictures_starts_a_fresh_selection``, none of 4
+without that update.) When the component mounts again it starts in the mode of the
+last click it recorded (:func:`mode_to_show`).
+
 The component's state is the append-only list of the clicks made since it was
 mounted; every update carries the whole list. The server appends a click to its
 history the first time it sees its id, so an update that arrives twice, late, or
@@ -108,6 +116,17 @@ def parse_clicks(value: object, *, image_size: tuple[int, int]) -> list[PictureC
     return out
 
 
+def mode_to_show(value: object) -> str:
+    """The switch's position when the click picture mounts: the mode of the last click in the
+    component's state ``value`` (what :func:`parse_clicks` reads), ``"include"`` before any."""
+    clicks_value = value.get("clicks") if hasattr(value, "get") and not isinstance(value, str) else None
+    if isinstance(clicks_value, (list, tuple)) and clicks_value:
+        last = clicks_value[-1]
+        if isinstance(last, (list, tuple)) and len(last) == 4 and last[3] is False:
+            return "exclude"
+    return "include"
+
+
 def new_clicks(clicks: Iterable[PictureClick], seen: set[str]) -> list[PictureClick]:
     """The clicks whose id is not in ``seen``, in order, each once (duplicates in ``clicks`` too).
 
@@ -199,12 +218,12 @@ function create(parent) {
   };
   s.setMode = setMode;
   for (const [mode, b] of Object.entries(buttons)) {
-    b.addEventListener("click", () => { setMode(mode); s.setStateValue("mode", mode); });
+    b.addEventListener("click", () => { setMode(mode); });
   }
   modes.addEventListener("keydown", (e) => {
     if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
       const next = s.mode === "include" ? "exclude" : "include";
-      setMode(next); s.setStateValue("mode", next); buttons[next].focus(); e.preventDefault();
+      setMode(next); buttons[next].focus(); e.preventDefault();
     }
   });
   // Pointer events carry sub-pixel positions (a click event's are whole CSS pixels, which on a
@@ -339,9 +358,8 @@ def click_picture(
     _mount()(
         data=data,
         key=key,
-        default={"clicks": [], "mode": mode},
+        default={"clicks": []},
         on_clicks_change=callback,
-        on_mode_change=lambda: None,
         width="stretch",
         height="content",
     )

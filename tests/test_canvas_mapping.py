@@ -22,6 +22,7 @@ from studio.canvas import (
     click_picture,
     display_to_image,
     jpeg_data_url,
+    mode_to_show,
     new_clicks,
     parse_clicks,
 )
@@ -90,6 +91,13 @@ def test_jpeg_data_url_round_trips():
     url = jpeg_data_url(buffer.getvalue())
     assert url.startswith("data:image/jpeg;base64,")
     assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (6, 4)
+
+
+def test_the_switch_mounts_in_the_mode_of_the_last_click():
+    assert mode_to_show({"clicks": [["a:1", 1, 2, True], ["a:2", 3, 4, False]]}) == "exclude"
+    assert mode_to_show({"clicks": [["a:1", 1, 2, False], ["a:2", 3, 4, True]]}) == "include"
+    for nothing_yet in (None, {}, {"clicks": []}, "clicks", {"clicks": [["a:1", 1, 2, "no"]]}):
+        assert mode_to_show(nothing_yet) == "include"
 
 
 def test_click_picture_refuses_an_unknown_mode():
