@@ -13,9 +13,10 @@ component*. Each click is recorded in the browser, at once, with
 The switch itself lives in the browser: moving it sends nothing, so it costs no rerun.
 (It used to send its position as state. A switch followed at once by a click then made
 two reruns back to back, and now and then Streamlit's page was left showing a run in
-progress that the server had long finished: 3 of 4 runs of
-``tests/test_browser.py::test_switching_pictures_starts_a_fresh_selection``, none of 4
-without that update.) When the component mounts again it starts in the mode of the
+progress that the server had long finished, with no script thread left on the server:
+``tests/test_browser.py::test_switching_pictures_starts_a_fresh_selection`` timed out
+in about one run of four; repeating its steps six times over, 3 runs of 4 hung, and none
+of 7 without that update.) When the component mounts again it starts in the mode of the
 last click it recorded (:func:`mode_to_show`).
 
 The component's state is the append-only list of the clicks made since it was
