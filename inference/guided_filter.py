@@ -245,6 +245,17 @@ def guided_filter_with(guide: Guide, p: np.ndarray, radius: float, eps: float) -
     return guide.linear_model(mean_a, mean_b)
 
 
+#: The coarsest grid :func:`fast_subsample` gives the guided filter's coefficients.
+_FAST_MAX_SUBSAMPLE = 4
+
+
+def fast_subsample(radius: float) -> int:
+    """The coarse grid :mod:`inference.matte` gives :func:`fast_guided_filter` for a window of
+    ``radius`` pixels: half the radius, clamped to ``[2, 4]`` (1 for radius 1 or less), keeping a
+    coarse radius of at least 1."""
+    return 1 if radius <= 1 else max(2, min(_FAST_MAX_SUBSAMPLE, int(radius // 2)))
+
+
 def coarse_radius(radius: float, subsample: int) -> float:
     """The window radius :func:`fast_guided_filter_with` uses on its coarse grid: an int
     ``radius`` rounded (at least 1), a fractional one (a preview's) kept fractional."""

@@ -73,10 +73,46 @@ def component_areas(labels: np.ndarray, count: int, coverage: np.ndarray | None,
     a component's area is then the coverage summed over it and the ring of partly covered
     pixels around it, so specks and holes a few full-resolution pixels wide keep their size.
     """
+    return _areas_within(labels, count, coverage, pixel_area, None)
+
+
+def _areas_within(
+    labels: np.ndarray,
+    count: int,
+    coverage: np.ndarray | None,
+    pixel_area: float,
+    boxes: list[tuple[int, int, int, int]] | None,
+) -> np.ndarray:
+    """:func:`component_areas` from the pixels in ``boxes`` (xywh; None: all): exact for each
+    component that lies, with its ring, inside them, partial for the others. Summing a few small
+    boxes rather than the whole map (whose biggest pieces are no speck and no hole) is what
+    makes a preview's island and hole steps cheap."""
+    if boxes is None:
+        inside = None
+        grown = labels
+        if coverage is not None:
+            grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+    else:
+        # The boxes' pixels (the labels dilated within their bounding rectangle and a margin of
+        # one pixel, which is all the dilation reads), in raster order: the sums are the same.
+        height, width = labels.shape
+        x0 = max(0, min(x for x, _, _, _ in boxes) - 1)
+        y0 = max(0, min(y for _, y, _, _ in boxes) - 1)
+        x1 = min(width, max(x + w for x, _, w, _ in boxes) + 1)
+        y1 = min(height, max(y + h for _, y, _, h in boxes) + 1)
+        selected = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        for x, y, w, h in boxes:
+            selected[y - y0 : y + h - y0, x - x0 : x + w - x0] = 1
+        inside = np.flatnonzero(selected)
+        grown = labels[y0:y1, x0:x1]
+        if coverage is not None:
+            grown = cv2.dilate(grown.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+            coverage = coverage[y0:y1, x0:x1]
+    grown = grown.reshape(-1) if inside is None else np.ascontiguousarray(grown).reshape(-1)[inside]
     if coverage is None:
-        return np.bincount(labels.ravel(), minlength=count) * pixel_area
-    grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-    return np.bincount(grown.ravel(), weights=coverage.ravel(), minlength=count) * pixel_area
+        return np.bincount(grown, minlength=count) * pixel_area
+    weights = np.ascontiguousarray(coverage).reshape(-1)
+    return np.bincount(grown, weights=weights if inside is None else weights[inside], minlength=count) * pixel_area
 
 
 def _contours(mask: np.ndarray, holes: bool) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
@@ -90,23 +126,23 @@ def _contours(mask: np.ndarray, holes: bool) -> list[tuple[np.ndarray, tuple[int
 
 
 def remove_small_regions_inplace(
-    mask: np.ndarray, min_area: float, *, coverage: np.ndarray | None = None, pixel_area: float = 1.0
+    mask: np.ndarray,
+    min_area: float,
+    *,
+    coverage: np.ndarray | None = None,
+    pixel_area: float = 1.0,
+    coverage_floor: float = 0.0,
 ) -> int:
     """:func:`remove_small_regions` on a contiguous mask, in place; returns how many specks went.
 
     ``min_area`` is in full-resolution pixels; see :func:`component_areas` for the others.
+    ``coverage_floor``: the least ``coverage`` of any mask pixel, if known (pieces it proves big
+    enough are not measured).
     """
     if min_area <= 1:
         return 0
     if coverage is not None or pixel_area != 1.0:
-        # Labels without stats plus a bincount is several times faster than OpenCV's stats pass.
-        count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-        small = component_areas(labels, count, coverage, pixel_area) < min_area
-        small[0] = False  # label 0 is the background
-        removed = int(small.sum())
-        if removed:
-            mask[small[labels]] = False
-        return removed
+        return _remove_small_covered_regions(mask, min_area, coverage, pixel_area, coverage_floor)
     tiny, undecided = [], []
     for contour, (x, y, w, h) in _contours(mask, holes=False):
         if max(w, h) >= min_area:
@@ -125,6 +161,37 @@ def remove_small_regions_inplace(
         if np.count_nonzero(piece) < min_area:
             box[piece] = False
             removed += 1
+    return removed
+
+
+def _remove_small_covered_regions(
+    mask: np.ndarray, min_area: float, coverage: np.ndarray | None, pixel_area: float, coverage_floor: float
+) -> int:
+    """:func:`remove_small_regions_inplace` with areas from ``coverage`` or ``pixel_area``
+    (:func:`component_areas`), measuring only the pieces their bounding box leaves in doubt: an
+    8-connected piece spanning ``n`` columns or rows has at least ``n`` pixels, each covered at
+    least ``coverage_floor`` (1 without ``coverage``)."""
+    floor = 1.0 if coverage is None else coverage_floor
+    undecided = [
+        (contour, box) for contour, box in _contours(mask, holes=False) if floor * max(box[2:]) * pixel_area < min_area
+    ]
+    if not undecided:
+        return 0
+    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    height, width = mask.shape
+    boxes = []  # each piece's box and the ring of pixels around it (coverage counts the ring too)
+    for _, (x, y, w, h) in undecided:
+        x0, y0 = max(0, x - 1), max(0, y - 1)
+        boxes.append((x0, y0, min(width, x + w + 1) - x0, min(height, y + h + 1) - y0))
+    small = _areas_within(labels, count, coverage, pixel_area, boxes) < min_area
+    measured = np.zeros(count, np.bool_)
+    measured[[labels[contour[0, 0, 1], contour[0, 0, 0]] for contour, _ in undecided]] = True
+    small &= measured  # the pieces wholly inside the boxes (others' sums are partial)
+    removed = int(small.sum())
+    if removed:
+        for x, y, w, h in boxes:
+            box = mask[y : y + h, x : x + w]
+            box[small[labels[y : y + h, x : x + w]]] = False
     return removed
 
 
@@ -173,10 +240,18 @@ def fill_small_holes_inplace(
 
 def _fill_labelled_holes(mask: np.ndarray, max_area: float, coverage: np.ndarray | None, pixel_area: float) -> int:
     """Fill the background pieces of ``mask`` (a view is fine) off its edge smaller than
-    ``max_area``, labelling every pixel; returns how many were filled."""
+    ``max_area``, labelling every pixel; returns how many were filled. Areas are summed over the
+    holes' boxes only (every hole lies, with its ring, inside its contour's box)."""
+    if coverage is not None:
+        holes = _contours(np.ascontiguousarray(mask), holes=True)
+        if not holes:
+            return 0
+        boxes = [box for _, box in holes]
+    else:
+        boxes = None
     background = np.logical_not(mask)
     count, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    small = component_areas(labels, count, coverage, pixel_area) < max_area
+    small = _areas_within(labels, count, coverage, pixel_area, boxes) < max_area
     small[0] = False  # label 0 is the foreground
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         small[edge] = False  # background touching the edge is never a hole
@@ -239,7 +314,11 @@ def clean_mask(
     if scale < 1.0:
         coverage = np.clip(prior if strands is None else np.maximum(prior, strands), 0.0, 1.0)
     kept = pieces.copy()
-    islands = remove_small_regions_inplace(kept, min_island_area, coverage=coverage, pixel_area=pixel_area)
+    # Every piece's pixel covers at least the threshold (mask) or the strands' island level.
+    floor = threshold if strands is None else min(threshold, band_matting.STRAND_ISLAND_LEVEL)
+    islands = remove_small_regions_inplace(
+        kept, min_island_area, coverage=coverage, pixel_area=pixel_area, coverage_floor=floor
+    )
     cleaned = mask.copy()
     if islands:
         removed = pieces & ~kept
@@ -266,26 +345,41 @@ def clean_mask(
 
 def boxes_at_or_above(prior: np.ndarray, levels: tuple[float, ...]) -> list[tuple[int, int, int, int] | None]:
     """``xyxy`` bounding box (end exclusive) of ``prior >= level`` for each level (None: no such
-    pixel) of an ``(H, W)`` float map, from one pass of row maxima (the top half on a side
-    thread) and one of column maxima over the rows that hold any. NaN counts as below every level."""
+    pixel) of an ``(H, W)`` float map, from its row and column maxima (one pass, the top half on
+    a side thread). NaN counts as below every level."""
     half = prior.shape[0] // 2
     if prior.size >= 2**18:
-        top = side_workers().submit(np.fmax.reduce, prior[:half], axis=1)
-        bottom = np.fmax.reduce(prior[half:], axis=1)
-        row_max = np.concatenate([top.result(), bottom])
+        top = side_workers().submit(_row_and_column_maxima, prior[:half])
+        bottom_rows, bottom_columns = _row_and_column_maxima(prior[half:])
+        top_rows, top_columns = top.result()
+        row_max = np.concatenate([top_rows, bottom_rows])
+        column_max = np.fmax(top_columns, bottom_columns, out=top_columns)
     else:
-        row_max = np.fmax.reduce(prior, axis=1)
-    rows = np.flatnonzero(row_max >= np.float32(min(levels)))
-    if rows.size == 0:
-        return [None] * len(levels)
-    # Every pixel at or above any level lies in these rows.
-    column_max = np.fmax.reduce(prior[rows[0] : rows[-1] + 1], axis=0)
+        row_max, column_max = _row_and_column_maxima(prior)
     boxes = []
     for level in levels:
         ys = np.flatnonzero(row_max >= np.float32(level))
         xs = np.flatnonzero(column_max >= np.float32(level))
         boxes.append((int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1) if ys.size else None)
     return boxes
+
+
+#: Rows per block of :func:`_row_and_column_maxima`: a block of a 4K float map stays in a core's cache.
+_MAXIMA_BLOCK_ROWS = 64
+
+
+def _row_and_column_maxima(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(row maxima (h,), column maxima (w,))`` of an ``(h, w)`` float map, NaN ignored (a row of
+    NaN gives NaN, a column -inf), read once: block by block of rows, each block's column maxima
+    taken while it is still in cache."""
+    height, width = values.shape
+    row_max = np.empty(height, values.dtype)
+    column_max = np.full(width, -np.inf, values.dtype)
+    for top in range(0, height, _MAXIMA_BLOCK_ROWS):
+        block = values[top : top + _MAXIMA_BLOCK_ROWS]
+        np.fmax.reduce(block, axis=1, out=row_max[top : top + _MAXIMA_BLOCK_ROWS])
+        np.fmax(column_max, np.fmax.reduce(block, axis=0), out=column_max)
+    return row_max, column_max
 
 
 def grown_box(box: tuple[int, int, int, int] | None, margin: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:

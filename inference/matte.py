@@ -36,6 +36,7 @@ from inference.guided_filter import (
     Guide,
     add_guided_filter_of_changes,
     fast_guided_filter_with,
+    fast_subsample,
     filter_reach,
     grid_aligned,
     guided_filter_near_edges,
@@ -64,14 +65,10 @@ PRIOR_RAMP = 0.1
 #: Alpha below this (or above ``1 -`` it) is what an 8-bit export stores as 0 (255).
 _SNAP = 0.5 / 255
 
-#: Subsampling of :func:`fast_guided_filter` in :func:`refine_alpha`: ``guided_radius // 2`` clamped
-#: to ``[2, _FAST_MAX_SUBSAMPLE]`` (1 for radius 1), keeping a subsampled radius of at least 1.
-_FAST_MAX_SUBSAMPLE = 4
-
 #: Crops of at least this many pixels are finished (clipped, snapped) in two halves, one on a side thread.
 _HALVES_MIN_PIXELS = 2**18
 
-#: A preview's guided filter at or above this (scaled) radius runs on a 2x coarser grid.
+#: A preview's guided filter at or above this (scaled) radius runs on a coarser grid (see _guided_plan).
 _PREVIEW_FAST_RADIUS = 4.0
 
 
@@ -98,7 +95,7 @@ class MatteSettings:
             The default: on ``bench/quality.py`` it does as well as the exact filter or better
             (lower SAD on detector masks, lower halo on both kinds) at a fraction of the
             cost. False runs the exact filter. Ignored when ``scale < 1`` (a preview, already
-            small, filters exactly, or on a 2x grid from a scaled radius of 4).
+            small, filters exactly, or from a scaled radius of 4 on a grid 2 to 4 times coarser).
         strands: keep thin structures (hair strands, props) the soft prior and the colours
             support, where the threshold alone would drop them.
         scale: the matted picture's size relative to the full-resolution one, in ``(0, 1]``.
@@ -139,9 +136,7 @@ class MatteSettings:
     @property
     def fast_subsample(self) -> int:
         """Subsampling :func:`refine_alpha` gives :func:`fast_guided_filter` at this radius."""
-        if self.guided_radius <= 1:
-            return 1
-        return max(2, min(_FAST_MAX_SUBSAMPLE, self.guided_radius // 2))
+        return fast_subsample(self.guided_radius)
 
 
 @dataclass(frozen=True)
@@ -184,8 +179,9 @@ def _guided_plan(settings: MatteSettings) -> tuple[float, int]:
     if scale >= 1.0:
         return settings.guided_radius, settings.fast_subsample if settings.fast else 1
     radius = settings.guided_radius * scale
-    # Wide windows in a preview: coefficients on a 2x coarser grid (fractional radius kept).
-    return radius, 2 if radius >= _PREVIEW_FAST_RADIUS else 1
+    # Wide windows in a preview: coefficients on a coarser grid by the download's rule for the
+    # (fractional) radius.
+    return radius, fast_subsample(radius) if radius >= _PREVIEW_FAST_RADIUS else 1
 
 
 def _solid_alpha(

@@ -633,7 +633,12 @@ def test_preview_inputs_shapes_and_scale(strand_scene):
 
 @pytest.mark.parametrize(
     "settings",
-    [MatteSettings(), MatteSettings(guided_radius=12, guided_eps=1e-3), MatteSettings(feather=3.0, threshold=0.3)],
+    [
+        MatteSettings(),
+        MatteSettings(guided_radius=12, guided_eps=1e-3),
+        MatteSettings(guided_radius=32),  # coefficients on a 4x grid in preview and download
+        MatteSettings(feather=3.0, threshold=0.3),
+    ],
 )
 def test_preview_agrees_with_the_download_shrunk_to_its_size(strand_scene, settings):
     from inference.matte import preview_inputs
@@ -806,6 +811,48 @@ def test_contour_islands_and_holes_match_labelling_every_pixel(seed):
         assert np.array_equal(got, expected), area
         assert np.array_equal(got_enclosed, enclosed)
         assert count > 0 or area <= 2
+
+
+def _reference_covered_areas(labels: np.ndarray, count: int, coverage: np.ndarray, pixel_area: float) -> np.ndarray:
+    """A preview's areas by their definition: each component's coverage summed over it and the
+    pixels next to it (each counted once, for the neighbour with the highest label), every pixel."""
+    neighbourhood = np.pad(labels, 1, constant_values=-1)
+    height, width = labels.shape
+    grown = np.max(
+        [neighbourhood[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)], axis=0
+    )
+    areas = np.zeros(count)
+    np.add.at(areas, grown.ravel(), coverage.ravel().astype(np.float64))
+    return areas * pixel_area
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_preview_islands_and_holes_measured_in_their_boxes_match_measuring_every_pixel(seed):
+    # A preview measures specks and holes by coverage; only the pieces whose boxes leave them in
+    # doubt are measured, in their boxes. The result must be the whole map's.
+    from inference.mask_regions import fill_small_holes_inplace, remove_small_regions_inplace
+
+    rng = np.random.default_rng(seed)
+    mask = _busy_mask(seed)
+    prior = np.where(mask, 0.5 + 0.5 * rng.random(mask.shape), 0.5 * rng.random(mask.shape)).astype(np.float32)
+    islands = holes = 0
+    for area, pixel_area in ((3, 1.7), (16, 2.25), (40, 4.0), (256, 9.0)):
+        count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+        small = _reference_covered_areas(labels, count, prior, pixel_area) < area
+        small[0] = False
+        got = mask.copy()
+        assert remove_small_regions_inplace(got, area, coverage=prior, pixel_area=pixel_area, coverage_floor=0.5) == small.sum()
+        assert np.array_equal(got, mask & ~small[labels]), area
+        islands += small.sum()
+        count, labels = cv2.connectedComponents((~mask).view(np.uint8), connectivity=4)
+        small = _reference_covered_areas(labels, count, 1.0 - prior, pixel_area) < area
+        small[0] = False
+        small[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
+        got = mask.copy()
+        assert fill_small_holes_inplace(got, area, coverage=1.0 - prior, pixel_area=pixel_area) == small.sum()
+        assert np.array_equal(got, mask | small[labels]), area
+        holes += small.sum()
+    assert islands > 0 and holes > 0
 
 
 # ---------------------------------------------------------------------------- strand alpha internals (band_matting)
