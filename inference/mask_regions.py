@@ -9,7 +9,9 @@ At full resolution the pieces are found from their contours (``cv2.findContours`
 8-connected foreground and 4-connected holes, the connectivities used here), which costs a
 fraction of labelling every pixel: a piece's bounding box bounds its area from both sides
 (an 8-connected piece spanning ``n`` columns has at least ``n`` pixels, and at most its box's),
-so only pieces the box leaves undecided are labelled, inside their own box.
+so only pieces the box leaves undecided are labelled, inside their own box. A preview, which
+measures areas by coverage, sorts its pieces the same way and sums coverage over the boxes of
+the undecided ones only (the character itself, the costly part of a full sum, never is).
 
 :func:`boxes_at_or_above` finds where a soft map reaches given levels (the boxes the matte
 works in) without a full-size temporary.
