@@ -117,6 +117,11 @@ def _areas_within(
     return np.bincount(grown, weights=weights if inside is None else weights[inside], minlength=count) * pixel_area
 
 
+#: A preview with more pieces (or holes) than this measures them over the whole map at once: for
+#: thousands of specks, tracing and sorting each costs more than one full sum.
+_PREVIEW_MAX_PIECES = 256
+
+
 def _contours(mask: np.ndarray, holes: bool) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
     """``(contour, bounding box xywh)`` of the mask's 8-connected pieces (all of them, nested
     ones too) or, with ``holes``, of the 4-connected holes inside them."""
@@ -174,12 +179,18 @@ def _remove_small_covered_regions(
     8-connected piece spanning ``n`` columns or rows has at least ``n`` pixels, each covered at
     least ``coverage_floor`` (1 without ``coverage``)."""
     floor = 1.0 if coverage is None else coverage_floor
+    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    if count - 1 > _PREVIEW_MAX_PIECES:  # label 0 is the background
+        small = component_areas(labels, count, coverage, pixel_area) < min_area
+        small[0] = False
+        if small.any():
+            mask[small[labels]] = False
+        return int(small.sum())
     undecided = [
         (contour, box) for contour, box in _contours(mask, holes=False) if floor * max(box[2:]) * pixel_area < min_area
     ]
     if not undecided:
         return 0
-    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     height, width = mask.shape
     boxes = []  # each piece's box and the ring of pixels around it (coverage counts the ring too)
     for _, (x, y, w, h) in undecided:
@@ -244,15 +255,17 @@ def _fill_labelled_holes(mask: np.ndarray, max_area: float, coverage: np.ndarray
     """Fill the background pieces of ``mask`` (a view is fine) off its edge smaller than
     ``max_area``, labelling every pixel; returns how many were filled. Areas are summed over the
     holes' boxes only (every hole lies, with its ring, inside its contour's box)."""
-    if coverage is not None:
-        holes = _contours(np.ascontiguousarray(mask), holes=True)
-        if not holes:
-            return 0
-        boxes = [box for _, box in holes]
-    else:
-        boxes = None
     background = np.logical_not(mask)
     count, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    boxes = None
+    if coverage is not None and count - 1 <= _PREVIEW_MAX_PIECES:  # label 0 is the foreground
+        contiguous = np.ascontiguousarray(mask)
+        # Tracing the holes traces every piece too: a speckled mask is summed whole.
+        if cv2.connectedComponents(contiguous.view(np.uint8), connectivity=8)[0] - 1 <= _PREVIEW_MAX_PIECES:
+            holes = _contours(contiguous, holes=True)
+            if not holes:
+                return 0
+            boxes = [box for _, box in holes]
     small = _areas_within(labels, count, coverage, pixel_area, boxes) < max_area
     small[0] = False  # label 0 is the foreground
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):

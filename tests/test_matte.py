@@ -827,10 +827,15 @@ def _reference_covered_areas(labels: np.ndarray, count: int, coverage: np.ndarra
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_preview_islands_and_holes_measured_in_their_boxes_match_measuring_every_pixel(seed):
+@pytest.mark.parametrize("most_pieces", [10**6, 0])  # pieces sorted by their boxes; all summed at once
+def test_preview_islands_and_holes_measured_in_their_boxes_match_measuring_every_pixel(seed, most_pieces, monkeypatch):
     # A preview measures specks and holes by coverage; only the pieces whose boxes leave them in
-    # doubt are measured, in their boxes. The result must be the whole map's.
+    # doubt are measured, in their boxes (a speckled mask: all at once). The result must be the
+    # whole map's.
+    from inference import mask_regions
     from inference.mask_regions import fill_small_holes_inplace, remove_small_regions_inplace
+
+    monkeypatch.setattr(mask_regions, "_PREVIEW_MAX_PIECES", most_pieces)
 
     rng = np.random.default_rng(seed)
     mask = _busy_mask(seed)
