@@ -89,15 +89,11 @@ def _areas_within(
     component that lies, with its ring, inside them, partial for the others. Summing a few small
     boxes rather than the whole map (whose biggest pieces are no speck and no hole) is what
     makes a preview's island and hole steps cheap."""
-    if boxes is None:
-        inside = None
-        grown = labels
-        if coverage is not None:
-            grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-    else:
+    height, width = labels.shape
+    x0, y0, x1, y1, inside = 0, 0, width, height, None
+    if boxes is not None:
         # The boxes' pixels (the labels dilated within their bounding rectangle and a margin of
         # one pixel, which is all the dilation reads), in raster order: the sums are the same.
-        height, width = labels.shape
         x0 = max(0, min(x for x, _, _, _ in boxes) - 1)
         y0 = max(0, min(y for _, y, _, _ in boxes) - 1)
         x1 = min(width, max(x + w for x, _, w, _ in boxes) + 1)
@@ -106,15 +102,16 @@ def _areas_within(
         for x, y, w, h in boxes:
             selected[y - y0 : y + h - y0, x - x0 : x + w - x0] = 1
         inside = np.flatnonzero(selected)
-        grown = labels[y0:y1, x0:x1]
-        if coverage is not None:
-            grown = cv2.dilate(grown.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-            coverage = coverage[y0:y1, x0:x1]
-    grown = grown.reshape(-1) if inside is None else np.ascontiguousarray(grown).reshape(-1)[inside]
-    if coverage is None:
-        return np.bincount(grown, minlength=count) * pixel_area
-    weights = np.ascontiguousarray(coverage).reshape(-1)
-    return np.bincount(grown, weights=weights if inside is None else weights[inside], minlength=count) * pixel_area
+    grown = labels[y0:y1, x0:x1]
+    weights = None
+    if coverage is not None:
+        grown = cv2.dilate(grown.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+        weights = np.ascontiguousarray(coverage[y0:y1, x0:x1]).reshape(-1)
+    grown = np.ascontiguousarray(grown).reshape(-1)
+    if inside is not None:
+        grown = grown[inside]
+        weights = None if weights is None else weights[inside]
+    return np.bincount(grown, weights=weights, minlength=count) * pixel_area
 
 
 #: A preview with more pieces (or holes) than this measures them over the whole map at once: for
@@ -180,28 +177,28 @@ def _remove_small_covered_regions(
     least ``coverage_floor`` (1 without ``coverage``)."""
     floor = 1.0 if coverage is None else coverage_floor
     count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    if count - 1 > _PREVIEW_MAX_PIECES:  # label 0 is the background
-        small = component_areas(labels, count, coverage, pixel_area) < min_area
-        small[0] = False
-        if small.any():
-            mask[small[labels]] = False
-        return int(small.sum())
-    undecided = [
-        (contour, box) for contour, box in _contours(mask, holes=False) if floor * max(box[2:]) * pixel_area < min_area
-    ]
-    if not undecided:
-        return 0
-    height, width = mask.shape
-    boxes = []  # each piece's box and the ring of pixels around it (coverage counts the ring too)
-    for _, (x, y, w, h) in undecided:
-        x0, y0 = max(0, x - 1), max(0, y - 1)
-        boxes.append((x0, y0, min(width, x + w + 1) - x0, min(height, y + h + 1) - y0))
+    boxes = None  # a speckled mask: every piece is measured at once
+    if count - 1 <= _PREVIEW_MAX_PIECES:  # label 0 is the background
+        undecided = [
+            (contour, box) for contour, box in _contours(mask, holes=False) if floor * max(box[2:]) * pixel_area < min_area
+        ]
+        if not undecided:
+            return 0
+        height, width = mask.shape
+        boxes = []  # each piece's box and the ring of pixels around it (coverage counts the ring too)
+        for _, (x, y, w, h) in undecided:
+            x0, y0 = max(0, x - 1), max(0, y - 1)
+            boxes.append((x0, y0, min(width, x + w + 1) - x0, min(height, y + h + 1) - y0))
     small = _areas_within(labels, count, coverage, pixel_area, boxes) < min_area
-    measured = np.zeros(count, np.bool_)
-    measured[[labels[contour[0, 0, 1], contour[0, 0, 0]] for contour, _ in undecided]] = True
-    small &= measured  # the pieces wholly inside the boxes (others' sums are partial)
+    small[0] = False
+    if boxes is not None:
+        measured = np.zeros(count, np.bool_)
+        measured[[labels[contour[0, 0, 1], contour[0, 0, 0]] for contour, _ in undecided]] = True
+        small &= measured  # the pieces wholly inside the boxes (others' sums are partial)
     removed = int(small.sum())
-    if removed:
+    if removed and boxes is None:
+        mask[small[labels]] = False
+    elif removed:
         for x, y, w, h in boxes:
             box = mask[y : y + h, x : x + w]
             box[small[labels[y : y + h, x : x + w]]] = False
