@@ -94,7 +94,9 @@ class _CellGrid:
 
 
 def _channel_mean(colours: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``round(mean over R, G, B)`` of uint8 ``colours`` (may be ``scratch``, which is overwritten) into ``out``."""
+    """``round(mean over R, G, B)`` of uint8 ``colours`` into ``out``; ``scratch`` (same shape) is
+    overwritten. It may be ``colours`` itself, but a separate one is faster on big images:
+    ``cv2.transform`` copies a source that is also its destination."""
     cv2.transform(colours, _CHANNEL_MEAN, dst=scratch)
     # All three channels now hold the mean, so the gray conversion (fixed-point weights summing
     # to one) returns it exactly, and faster than extracting a channel.
@@ -235,11 +237,12 @@ def _strand_alpha(
         part_weight = cv2.cvtColor(np.maximum(part_weight_sum, np.float32(1e-6)), cv2.COLOR_GRAY2RGB)
         part_colour = cv2.divide(part_colour_sum, part_weight)
         cv2.copyTo(mean_colour, (part_weight_sum < np.float32(1e-3)).view(np.uint8), dst=part_colour)
-        # (One thread works one colour at a time: its scratch image is free again after each.)
-        scratch = grid.grow(cv2.convertScaleAbs(part_colour), reusable_plane("strand colours", image.shape, np.uint8))
-        # Colour distance in levels (mean over the channels) to the background colour, per pixel.
-        cv2.absdiff(image, scratch, dst=scratch)
-        return _channel_mean(scratch, scratch, out)
+        # (One thread works one colour at a time: its scratch images are free again after each.)
+        grown = grid.grow(cv2.convertScaleAbs(part_colour), reusable_plane("strand colours", image.shape, np.uint8))
+        # Colour distance in levels (mean over the channels) to the background colour, per pixel,
+        # into a second image: cv2.transform copies a source that is also its destination.
+        differences = cv2.absdiff(image, grown, dst=reusable_plane("strand differences", image.shape, np.uint8))
+        return _channel_mean(differences, grown, out)
 
     # To the nearer of the two colours (the brighter one on the side; its sums are the total
     # less the darker half's).
