@@ -118,7 +118,7 @@ def splits_crop(rows: int, scale: float) -> bool:
     return scale >= 1.0 and rows >= _SPLIT_MIN_ROWS
 
 
-def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarray:
+def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float, *, out: np.ndarray | None = None) -> np.ndarray:
     """Alpha of thin structures from the picture's colours, keeping the soft prior's mass.
 
     A soft prior (a refine net's, or a detector's upsampled one) spreads a hair strand
@@ -150,11 +150,12 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
         image: ``(h, w, 3)`` uint8 crop.
         prior: ``(h, w)`` float32 crop of the prior.
         scale: pixel scale of the crop relative to full resolution (previews < 1).
+        out: an ``(h, w)`` float32 array to write the result into (default: a new one).
 
     Returns:
-        ``(h, w)`` float32 in ``[0, 1]``.
+        ``(h, w)`` float32 in ``[0, 1]`` (``out`` when given).
     """
-    out, parts = strand_alpha_parts(image, prior, scale)
+    out, parts = strand_alpha_parts(image, prior, scale, out=out)
     if len(parts) == 1:
         parts[0]()
         return out
@@ -165,14 +166,17 @@ def strand_alpha(image: np.ndarray, prior: np.ndarray, scale: float) -> np.ndarr
 
 
 def strand_alpha_parts(
-    image: np.ndarray, prior: np.ndarray, scale: float
+    image: np.ndarray, prior: np.ndarray, scale: float, *, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[Callable[[], None]]]:
     """:func:`strand_alpha` as ``(out, parts)``: calling every part fills ``out`` (``(h, w)``
-    float32) with it. A crop :func:`splits_crop` splits has two parts, which may run at the same
-    time on any threads (neither waits on a side thread); any other has one, which hands some
-    of its work to a side thread."""
+    float32, the one given or a new one) with it. A crop :func:`splits_crop` splits has two
+    parts, which may run at the same time on any threads (neither waits on a side thread); any
+    other has one, which hands some of its work to a side thread."""
     height = prior.shape[0]
-    out = np.empty(prior.shape, np.float32)
+    if out is None:
+        out = np.empty(prior.shape, np.float32)
+    elif out.shape != prior.shape or out.dtype != np.float32:
+        raise ValueError(f"expected out as float32 of shape {prior.shape}, got {out.dtype} {out.shape}")
     if not splits_crop(height, scale):
         return out, [partial(_strand_alpha, image, prior, scale, out, side_thread=True)]
     cut = height // 2 - height // 2 % 4  # on the 4-px cells of full resolution

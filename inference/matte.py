@@ -57,6 +57,7 @@ from inference.matte_checks import (
     describe,
 )
 from inference.side_threads import run_on_both_cores, side_workers
+from inference.work_buffers import reusable_plane
 
 #: Soft prior values within ``PRIOR_RAMP / 2`` of the threshold map linearly onto alpha 0..1
 #: before the guided filter: the prior's sub-pixel edge position is kept, not its blur.
@@ -243,7 +244,9 @@ def _tall_crop(
     strands' halves, then the island and hole steps (they need the strands) beside the guided
     filter's bands of rows (``inside``: the solid box in the crop; None: no filter). Three jobs
     on two cores (the strands, the filter, the holes) left one of them running alone at the end."""
-    strands, strand_parts = strand_alpha_parts(crop_image, crop_prior, float(settings.scale))
+    strands, strand_parts = strand_alpha_parts(
+        crop_image, crop_prior, float(settings.scale), out=reusable_plane("matte strands", crop_prior.shape, np.float32)
+    )
     finished = [threading.Event() for _ in strand_parts]
     cleaned: list[tuple[np.ndarray, np.ndarray | None, MatteReport]] = []
 
@@ -316,7 +319,9 @@ def _refine_alpha(
     x1, y1 = min(width, x1 + feather_reach), min(height, y1 + feather_reach)
     # The crop of the prior, read by every step, in a buffer of its own (reading a narrow crop of
     # a wide picture row by row is up to twice as slow); the picture's crop is read in place.
-    crop_prior = np.ascontiguousarray(prior[y0:y1, x0:x1])
+    # It and the crop's strands are planes this thread keeps (work_buffers: no page faults).
+    crop_prior = reusable_plane("matte prior", (y1 - y0, x1 - x0), np.float32)
+    np.copyto(crop_prior, prior[y0:y1, x0:x1], casting="same_kind")
     crop_image = image[y0:y1, x0:x1]
     solid_job = solid = None
     split = settings.strands and band_matting.splits_crop(y1 - y0, scale)
@@ -337,7 +342,11 @@ def _refine_alpha(
         filled = None
         if fill_holes:
             filled = side_workers().submit(filled_mask, crop_prior, settings.threshold, settings.max_hole_area)
-        strands = strand_alpha(crop_image, crop_prior, scale) if settings.strands else None
+        strands = None
+        if settings.strands:
+            strands = strand_alpha(
+                crop_image, crop_prior, scale, out=reusable_plane("matte strands", crop_prior.shape, np.float32)
+            )
         mask, changed, report = _clean_mask(crop_prior, settings, strands, filled)
     if solid_job is not None:
         solid = solid_job.result()

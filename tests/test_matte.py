@@ -1069,6 +1069,32 @@ def test_strand_alpha_in_two_halves_is_the_whole_crops(strand_scene, monkeypatch
     assert np.abs(band_matting.strand_alpha(strand_scene.image, prior, 1.0) - whole).max() > 1e-4
 
 
+def test_strand_alpha_writes_into_a_given_array_whatever_it_held(strand_scene):
+    from inference import band_matting
+
+    prior = refine_net_like(strand_scene.alpha, long_side=400)
+    fresh = band_matting.strand_alpha(strand_scene.image, prior, 1.0)
+    out = np.full(prior.shape, np.nan, np.float32)
+    assert band_matting.strand_alpha(strand_scene.image, prior, 1.0, out=out) is out
+    np.testing.assert_array_equal(out, fresh)
+    with pytest.raises(ValueError, match="expected out as float32 of shape"):
+        band_matting.strand_alpha(strand_scene.image, prior, 1.0, out=np.empty((4, 4), np.float32))
+
+
+def test_a_matte_after_another_on_the_same_thread_is_its_own(strand_scene):
+    # The matte keeps its crop's prior and strands in planes the thread gets back next time
+    # (inference.work_buffers): nothing of a bigger or different matte before may show.
+    prior = refine_net_like(strand_scene.alpha, long_side=400)
+    first = matte.refine_alpha_and_foreground(strand_scene.image, prior, MatteSettings())
+    flipped = np.ascontiguousarray(strand_scene.image[::-1, ::-1])
+    full = np.clip(np.ascontiguousarray(prior[::-1, ::-1]) * 1.5, 0, 1)
+    other = refine_alpha(flipped, full, MatteSettings())
+    assert not np.array_equal(other, first[0])
+    again = matte.refine_alpha_and_foreground(strand_scene.image, prior, MatteSettings())
+    np.testing.assert_array_equal(again[0], first[0])
+    np.testing.assert_array_equal(again[1], first[1])
+
+
 def test_run_on_both_cores_calls_every_part_once_on_two_threads_and_raises_a_parts_error():
     import threading
     import time
