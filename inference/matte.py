@@ -28,7 +28,6 @@ from inference.band_matting import strand_alpha, strand_alpha_parts
 from inference.feather import feather_alpha, feather_blur  # noqa: F401 (feather_alpha re-exported)
 from inference.foreground import (  # noqa: F401 (estimate_foreground re-exported)
     FOREGROUND_RADII,
-    edge_band,
     estimate_foreground,
     estimate_foreground_at_band,
 )
@@ -57,17 +56,12 @@ from inference.matte_checks import (
     describe,
 )
 from inference.side_threads import run_on_both_cores, side_workers
+from inference.snapping import snap_crop_into
 from inference.work_buffers import reusable_plane
 
 #: Soft prior values within ``PRIOR_RAMP / 2`` of the threshold map linearly onto alpha 0..1
 #: before the guided filter: the prior's sub-pixel edge position is kept, not its blur.
 PRIOR_RAMP = 0.1
-
-#: Alpha below this (or above ``1 -`` it) is what an 8-bit export stores as 0 (255).
-_SNAP = 0.5 / 255
-
-#: Crops of at least this many pixels are finished (clipped, snapped) in two halves, one on a side thread.
-_HALVES_MIN_PIXELS = 2**18
 
 #: A preview's guided filter at or above this (scaled) radius runs on a coarser grid (see _guided_plan).
 _PREVIEW_FAST_RADIUS = 4.0
@@ -362,42 +356,27 @@ def _refine_alpha(
             None if changed is None else changed[inside], settings,
         )
     # The crop's alpha is worked in a buffer of its own (contiguous: faster than in the
-    # picture-wide one), then clipped and snapped into it, the top half on a side thread.
+    # picture-wide one), then clipped and snapped into it. Without feathering the snapping step
+    # also takes the larger of the solid part and the strands, on both cores.
+    combine = None
     if strands is not None:
         alpha = strands
         if solid_box is not None:
-            np.maximum(solid, strands[inside], out=alpha[inside])
+            if settings.feather > 0:
+                np.maximum(solid, strands[inside], out=alpha[inside])
+            else:
+                combine = solid
     else:
         alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
         if solid_box is not None:
             alpha[inside] = solid
     if settings.feather > 0:
         alpha = feather_blur(alpha, settings.feather * scale)
-    target = out[y0:y1, x0:x1]
-    half = alpha.shape[0] // 2 if alpha.size >= _HALVES_MIN_PIXELS else 0
-    top = side_workers().submit(_snapped_into, alpha[:half], target[:half], find_band) if half else None
-    bands = [_snapped_into(alpha[half:], target[half:], find_band)]
-    if top is not None:
-        bands.insert(0, top.result())
-    if not find_band:
-        return out, report, None
-    # The halves' band positions -> the picture's.
-    rows, columns = np.divmod(np.concatenate(bands), x1 - x0)
-    rows[bands[0].size :] += half  # the bottom half's (half is 0 when there is one part)
-    return out, report, (rows + y0) * width + columns + x0
-
-
-def _snapped_into(alpha: np.ndarray, target: np.ndarray, find_band: bool) -> np.ndarray | None:
-    """``alpha`` clipped to [0, 1] into ``target``, snapping what an 8-bit export stores as 0 or
-    255, so the edge band (and the colour clean-up after it) is as narrow as the result really
-    is (``1 - alpha``: the top end); ``alpha`` is overwritten. With ``find_band``, the edge band's
-    flat positions in ``alpha``."""
-    cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
-    np.subtract(np.float32(1.0), alpha, out=alpha)
-    cv2.threshold(alpha, _SNAP, 0.0, cv2.THRESH_TOZERO, dst=alpha)
-    np.subtract(np.float32(1.0), alpha, out=target)
-    # alpha holds 1 - target, 0, 1 or within [_SNAP, 1 - _SNAP]: the same band as target's.
-    return edge_band(alpha) if find_band else None
+    band = snap_crop_into(
+        alpha, out[y0:y1, x0:x1], origin=(x0, y0), picture_width=width, find_band=find_band,
+        solid=combine, inside=inside if combine is not None else None,
+    )
+    return out, report, band
 
 
 def refine_alpha_with_report(

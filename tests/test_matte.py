@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inference import matte
+from inference import matte, snapping
 from inference.foreground import FOREGROUND_RADII, estimate_foreground
 from inference.guided_filter import fast_guided_filter, guided_filter
 from inference.matte import (
@@ -1001,7 +1001,7 @@ def test_refine_alpha_and_foreground_is_the_matte_then_its_colours(
 ):
     scene = request.getfixturevalue(picture)
     if picture == "strand_scene":  # the alpha, and its band, finished in two halves
-        monkeypatch.setattr(matte, "_HALVES_MIN_PIXELS", 2**10)
+        monkeypatch.setattr(snapping, "_HALVES_MIN_PIXELS", 2**10)
     prior = refine_net_like(scene.alpha, long_side=240)
     settings = MatteSettings(decontaminate=decontaminate, feather=feather)
     alpha, foreground, report = matte.refine_alpha_and_foreground(scene.image, prior, settings)
@@ -1012,6 +1012,20 @@ def test_refine_alpha_and_foreground_is_the_matte_then_its_colours(
     assert (foreground != scene.image).any() == decontaminate
     alpha, foreground, _ = matte.refine_alpha_and_foreground(scene.image, np.zeros_like(prior), settings)
     assert not alpha.any() and np.array_equal(foreground, scene.image)
+
+
+@pytest.mark.parametrize("feather", [0.0, 2.0])  # the halves take the solid part's maximum / are given it
+def test_snapping_in_two_halves_is_snapping_in_one(strand_scene, monkeypatch, feather):
+    prior = refine_net_like(strand_scene.alpha, long_side=400)
+    settings = MatteSettings(feather=feather)
+    monkeypatch.setattr(snapping, "_HALVES_MIN_PIXELS", 2**40)
+    alpha, foreground, _ = matte.refine_alpha_and_foreground(strand_scene.image, prior, settings)
+    soft = (alpha > 0) & (alpha < 1)
+    assert soft.any() and alpha[soft].min() >= snapping.SNAP and alpha[soft].max() <= 1 - snapping.SNAP
+    monkeypatch.setattr(snapping, "_HALVES_MIN_PIXELS", 2**10)
+    halves, halves_foreground, _ = matte.refine_alpha_and_foreground(strand_scene.image, prior, settings)
+    np.testing.assert_array_equal(halves, alpha)
+    np.testing.assert_array_equal(halves_foreground, foreground)
 
 
 @pytest.mark.parametrize("shape", [(7, 9), (600, 500)])  # one pass here, and halves on two threads
