@@ -1014,6 +1014,30 @@ def test_refine_alpha_and_foreground_is_the_matte_then_its_colours(
     assert not alpha.any() and np.array_equal(foreground, scene.image)
 
 
+@pytest.mark.parametrize("halves_from", [2**40, 2**8])  # one part, and two halves on two threads
+def test_snap_crop_into_writes_the_snapped_crop_and_finds_its_band(monkeypatch, halves_from):
+    monkeypatch.setattr(snapping, "_HALVES_MIN_PIXELS", halves_from)
+    rng = np.random.default_rng(5)
+    alpha = rng.uniform(-0.2, 1.2, (30, 20)).astype(np.float32)
+    alpha[0, :4] = [snapping.SNAP / 2, 1 - snapping.SNAP / 2, 2 * snapping.SNAP, 1 - 2 * snapping.SNAP]
+    solid = rng.uniform(0, 1, (10, 8)).astype(np.float32)
+    inside = (slice(12, 22), slice(5, 13))
+    expected_crop = alpha.copy()
+    expected_crop[inside] = np.maximum(solid, expected_crop[inside])
+    expected_crop = np.clip(expected_crop, 0, 1)
+    expected_crop[expected_crop < snapping.SNAP] = 0
+    expected_crop[expected_crop > 1 - snapping.SNAP] = 1
+    out = np.zeros((50, 45), np.float32)
+    band = snapping.snap_crop_into(
+        alpha, out[11:41, 7:27], origin=(7, 11), picture_width=45, find_band=True, solid=solid, inside=inside
+    )
+    expected = np.zeros((50, 45), np.float32)
+    expected[11:41, 7:27] = expected_crop
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_array_equal(band, np.flatnonzero((out > 0) & (out < 1)))
+    assert out[11, 7:11].tolist() == pytest.approx([0, 1, 2 * snapping.SNAP, 1 - 2 * snapping.SNAP])
+
+
 @pytest.mark.parametrize("feather", [0.0, 2.0])  # the halves take the solid part's maximum / are given it
 def test_snapping_in_two_halves_is_snapping_in_one(strand_scene, monkeypatch, feather):
     prior = refine_net_like(strand_scene.alpha, long_side=400)
