@@ -47,6 +47,8 @@ def snap_crop_into(
         export stores as 0 or 255 (within :data:`SNAP` of them) become exactly 0 or 1, so the band
         (and the colour clean-up after it) is as narrow as the result really is.
     """
+    if (solid is None) != (inside is None):
+        raise ValueError(f"expected solid and inside both given or both None, got {inside=!r:.60}")
     x0, y0 = origin
 
     def finish(first: int, end: int) -> np.ndarray | None:

@@ -1036,6 +1036,8 @@ def test_snap_crop_into_writes_the_snapped_crop_and_finds_its_band(monkeypatch, 
     np.testing.assert_allclose(out, expected, atol=1e-6)
     np.testing.assert_array_equal(band, np.flatnonzero((out > 0) & (out < 1)))
     assert out[11, 7:11].tolist() == pytest.approx([0, 1, 2 * snapping.SNAP, 1 - 2 * snapping.SNAP])
+    with pytest.raises(ValueError, match="expected solid and inside both given"):
+        snapping.snap_crop_into(alpha, out[11:41, 7:27], origin=(7, 11), picture_width=45, find_band=False, solid=solid)
 
 
 @pytest.mark.parametrize("feather", [0.0, 2.0])  # the halves take the solid part's maximum / are given it
