@@ -18,7 +18,10 @@ fault costs about as much as the arithmetic on that memory, and how many each me
 depends on what glibc did with the memory freed before it (``--keep-heap`` has glibc keep
 it for the whole process, for both methods: the arithmetic alone).
 ``--single-thread`` adds the same full-quality call on one thread (the side threads' jobs run
-in line, ``cv2`` threads 1): the work the cores share.
+in line, ``cv2`` threads 1): the work the cores share. ``--separate N`` adds each method timed in
+fresh processes of its own (N of each, alternating): interleaved in one process, each runs on
+the memory the other's calls left to glibc, and at 3840x2160 that spares the baseline most of
+its page faults.
 Run: ``python bench/matte.py --threads 2`` (about ten seconds).
 """
 
@@ -26,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +58,9 @@ from inference.matte import (
 from tests.scenes import make_strand_scene, refine_net_like
 
 PREVIEW_SIDE = 1280
+
+#: The full-quality table's pictures, (H, W).
+SIZES = ((1080, 1920), (2160, 3840))
 
 
 def picture(size: tuple[int, int], base: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +122,7 @@ def single_thread_work(base: tuple[np.ndarray, np.ndarray], defaults: MatteSetti
     side_threads._side_workers = (os.getpid(), _InLine())
     cv2.setNumThreads(1)
     try:
-        for size in ((1080, 1920), (2160, 3840)):
+        for size in SIZES:
             image, prior = picture(size, base)
             median, least = timed(lambda: refine_alpha_and_foreground(image, prior, defaults), repeat)
             print(f"{size[1]}x{size[0]:<7} {median:8.1f} / {least:5.1f}")
@@ -123,15 +131,64 @@ def single_thread_work(base: tuple[np.ndarray, np.ndarray], defaults: MatteSetti
         cv2.setNumThreads(threads)
 
 
+def time_alone(method: str, repeat: int, threads: int) -> None:
+    """Child of ``--separate``: time one method alone in this process, print its medians as JSON."""
+    cv2.setNumThreads(threads)
+    base = picture((1080, 1920))
+    result = {}
+    for size in SIZES:
+        image, prior = picture(size, base)
+        if method == "nukki":
+            def call() -> None:
+                refine_alpha_and_foreground(image, prior, MatteSettings())
+        else:
+            def call() -> None:
+                nuggy_alpha(image, prior)
+        call()
+        faults: list[int] = []
+        times = [once(call, faults=faults) for _ in range(repeat)]
+        result[f"{size[1]}x{size[0]}"] = (float(np.median(times)), float(np.median(faults)))
+    print(json.dumps(result))
+
+
+def separate_processes(rounds: int, repeat: int, threads: int) -> None:
+    """Each method in fresh processes of its own, alternating, ``rounds`` of each."""
+    print(f"\nFULL QUALITY vs NUGGY, each in processes of its own ({rounds} of each, alternating), "
+          "ms (median of the processes' medians) and page faults per call")
+    results: dict[str, list[dict]] = {"nukki": [], "nuggy": []}
+    for round_ in range(rounds):
+        for method in ("nukki", "nuggy") if round_ % 2 == 0 else ("nuggy", "nukki"):
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", method, "--repeat", str(repeat), "--threads", str(threads)],
+                capture_output=True, text=True, check=True,
+            )
+            results[method].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for size in SIZES:
+        key = f"{size[1]}x{size[0]}"
+        ours = [r[key] for r in results["nukki"]]
+        theirs = [r[key] for r in results["nuggy"]]
+        ours_ms, theirs_ms = np.median([t for t, _ in ours]), np.median([t for t, _ in theirs])
+        ratios = [a / b for (a, _), (b, _) in zip(ours, theirs)]
+        print(f"{key:<12} nukki {ours_ms:6.1f}   nuggy {theirs_ms:6.1f}   ratio {ours_ms / theirs_ms:.2f} "
+              f"({min(ratios):.2f}-{max(ratios):.2f})   faults {np.median([f for _, f in ours]):.0f} / "
+              f"{np.median([f for _, f in theirs]):.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2, help="cv2.setNumThreads for both methods (default 2)")
     parser.add_argument("--single-thread", action="store_true",
                         help="also time full quality on one thread: the work the cores share")
+    parser.add_argument("--separate", type=int, default=0, metavar="N",
+                        help="also time each method in N fresh processes of its own, alternating")
+    parser.add_argument("--child", choices=("nukki", "nuggy"), help=argparse.SUPPRESS)
     parser.add_argument("--keep-heap", action="store_true",
                         help="glibc keeps freed memory for the process (both methods): no page faults for reused memory")
     args = parser.parse_args()
+    if args.child:
+        time_alone(args.child, args.repeat, args.threads)
+        return
     if args.keep_heap:
         keep_heap()
     cv2.setNumThreads(args.threads)
@@ -145,7 +202,7 @@ def main() -> None:
     header = (f"{'picture':<12} {'nukki':>16} {'nuggy':>16} {'ratio':>6}   nukki stages (median): refine_alpha / "
               "colours (the rest)   process CPU ms (median, all threads) and page faults per call: nukki / nuggy")
     print(header)
-    for size in ((1080, 1920), (2160, 3840)):
+    for size in SIZES:
         image, prior = picture(size, base)
 
         def nukki() -> None:
@@ -168,6 +225,8 @@ def main() -> None:
     print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.single_thread:
         single_thread_work(base, defaults, args.repeat, args.threads)
+    if args.separate:
+        separate_processes(args.separate, args.repeat, args.threads)
 
     print(f"\nPREVIEW at max_side {PREVIEW_SIDE}, per slider change, ms (median / min)")
     print(f"{'picture':<18} {'refine_alpha':>15} {'+ decontaminate':>16} {'worst slider':>13}   "
