@@ -232,15 +232,15 @@ def _tall_crop(
     inside: tuple[slice, slice] | None,
     settings: MatteSettings,
     fill_holes: bool,
+    strands_out: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray | None, MatteReport]]:
     """``(strands, filtered solid ramp or None, (mask, changed, report))`` of a crop that
     :func:`~inference.band_matting.splits_crop` splits, on this thread and one side thread: the
     strands' halves, then the island and hole steps (they need the strands) beside the guided
     filter's bands of rows (``inside``: the solid box in the crop; None: no filter). Three jobs
-    on two cores (the strands, the filter, the holes) left one of them running alone at the end."""
-    strands, strand_parts = strand_alpha_parts(
-        crop_image, crop_prior, float(settings.scale), out=reusable_plane("matte strands", crop_prior.shape, np.float32)
-    )
+    on two cores (the strands, the filter, the holes) left one of them running alone at the end.
+    The strands are written into ``strands_out``."""
+    strands, strand_parts = strand_alpha_parts(crop_image, crop_prior, float(settings.scale), out=strands_out)
     finished = [threading.Event() for _ in strand_parts]
     cleaned: list[tuple[np.ndarray, np.ndarray | None, MatteReport]] = []
 
@@ -316,6 +316,7 @@ def _refine_alpha(
     # It and the crop's strands are planes this thread keeps (work_buffers: no page faults).
     crop_prior = reusable_plane("matte prior", (y1 - y0, x1 - x0), np.float32)
     np.copyto(crop_prior, prior[y0:y1, x0:x1], casting="same_kind")
+    strands_out = reusable_plane("matte strands", crop_prior.shape, np.float32) if settings.strands else None
     crop_image = image[y0:y1, x0:x1]
     solid_job = solid = None
     split = settings.strands and band_matting.splits_crop(y1 - y0, scale)
@@ -330,17 +331,15 @@ def _refine_alpha(
     fill_holes = scale >= 1.0 and settings.max_hole_area > 1
     if split:  # its steps share this thread and one side thread (see _tall_crop)
         filtered = inside if solid_box is not None and radius > 0 else None
-        strands, solid, (mask, changed, report) = _tall_crop(crop_image, crop_prior, filtered, settings, fill_holes)
+        strands, solid, (mask, changed, report) = _tall_crop(
+            crop_image, crop_prior, filtered, settings, fill_holes, strands_out
+        )
     else:
         # Holes need only the mask: they are filled on a side thread while the strands are worked here.
         filled = None
         if fill_holes:
             filled = side_workers().submit(filled_mask, crop_prior, settings.threshold, settings.max_hole_area)
-        strands = None
-        if settings.strands:
-            strands = strand_alpha(
-                crop_image, crop_prior, scale, out=reusable_plane("matte strands", crop_prior.shape, np.float32)
-            )
+        strands = strand_alpha(crop_image, crop_prior, scale, out=strands_out) if settings.strands else None
         mask, changed, report = _clean_mask(crop_prior, settings, strands, filled)
     if solid_job is not None:
         solid = solid_job.result()
