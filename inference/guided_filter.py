@@ -144,14 +144,15 @@ class Guide:
         """``q = mean_a . I + mean_b`` with coefficients given on a coarser grid, upsampled bilinearly.
 
         One coefficient plane at a time goes to full size, so only ``out`` and one
-        scratch plane are touched at full resolution. Returns ``out``.
+        scratch plane are touched at full resolution. Returns ``out``; overwrites ``mean_a``.
         """
         height, width = self.shape
         q = cv2.resize(mean_b, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
         scratch = np.empty((height, width), np.float32)
         if self.is_uint8:
             planes = self.uint8_planes()
-            mean_a = [a * np.float32(1 / 255) for a in mean_a]  # the guide's scale, folded in on the small grid
+            for a in mean_a:  # the guide's scale, folded in on the small grid
+                a *= np.float32(1 / 255)
         else:
             planes = self.planes()
         for a, I_c in zip(mean_a, planes):
