@@ -151,17 +151,16 @@ def time_alone(method: str, repeat: int, threads: int) -> None:
     print(json.dumps(result))
 
 
-def separate_processes(rounds: int, repeat: int, threads: int) -> None:
-    """Each method in fresh processes of its own, alternating, ``rounds`` of each."""
+def separate_processes(rounds: int, repeat: int, threads: int, keep_heap: bool) -> None:
+    """Each method in fresh processes of its own, alternating, ``rounds`` of each (with
+    ``--keep-heap`` in them too when ``keep_heap``)."""
     print(f"\nFULL QUALITY vs NUGGY, each in processes of its own ({rounds} of each, alternating), "
           "ms (median of the processes' medians) and page faults per call")
     results: dict[str, list[dict]] = {"nukki": [], "nuggy": []}
     for round_ in range(rounds):
         for method in ("nukki", "nuggy") if round_ % 2 == 0 else ("nuggy", "nukki"):
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", method, "--repeat", str(repeat), "--threads", str(threads)],
-                capture_output=True, text=True, check=True,
-            )
+            command = [sys.executable, __file__, "--child", method, "--repeat", str(repeat), "--threads", str(threads)]
+            done = subprocess.run(command + (["--keep-heap"] if keep_heap else []), capture_output=True, text=True, check=True)
             results[method].append(json.loads(done.stdout.strip().splitlines()[-1]))
     for size in SIZES:
         key = f"{size[1]}x{size[0]}"
@@ -186,11 +185,11 @@ def main() -> None:
     parser.add_argument("--keep-heap", action="store_true",
                         help="glibc keeps freed memory for the process (both methods): no page faults for reused memory")
     args = parser.parse_args()
+    if args.keep_heap:
+        keep_heap()
     if args.child:
         time_alone(args.child, args.repeat, args.threads)
         return
-    if args.keep_heap:
-        keep_heap()
     cv2.setNumThreads(args.threads)
     defaults = MatteSettings()
     print(f"cv2 threads: {cv2.getNumThreads()}, CPUs: {os.cpu_count()}, load average: "
@@ -226,7 +225,7 @@ def main() -> None:
     if args.single_thread:
         single_thread_work(base, defaults, args.repeat, args.threads)
     if args.separate:
-        separate_processes(args.separate, args.repeat, args.threads)
+        separate_processes(args.separate, args.repeat, args.threads, args.keep_heap)
 
     print(f"\nPREVIEW at max_side {PREVIEW_SIDE}, per slider change, ms (median / min)")
     print(f"{'picture':<18} {'refine_alpha':>15} {'+ decontaminate':>16} {'worst slider':>13}   "
