@@ -61,7 +61,8 @@ def slow_guided_filter(I: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.n
 def slow_blur_fusion(image: np.ndarray, alpha: np.ndarray, radii: tuple[int, ...]) -> np.ndarray:
     """Forte & Pitié's blur-fusion written out densely in float64, one step per radius.
 
-    Box sums come from summed-area tables of the mirrored (``abc|cba``) picture.
+    Box sums come from summed-area tables of the mirrored (``abc|cba``) picture. A last step at
+    the radius of the step before keeps that step's background mean.
     """
     I = image.astype(np.float64)
     a = alpha.astype(np.float64)[:, :, None]
@@ -77,9 +78,10 @@ def slow_blur_fusion(image: np.ndarray, alpha: np.ndarray, radii: tuple[int, ...
             table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
         )[:height, :width]
 
-    for r in radii:
+    for step, r in enumerate(radii):
         mean_F = box_sum(a * F, r) / np.maximum(box_sum(a, r), 1e-12)
-        mean_B = box_sum((1 - a) * B, r) / np.maximum(box_sum(1 - a, r), 1e-12)
+        if not (step == len(radii) - 1 and step > 0 and radii[step - 1] == r):
+            mean_B = box_sum((1 - a) * B, r) / np.maximum(box_sum(1 - a, r), 1e-12)
         residual = I - a * mean_F - (1 - a) * mean_B
         F = mean_F + a * residual
         B = mean_B + (1 - a) * residual
@@ -931,6 +933,48 @@ def test_estimate_foreground_narrow_radii_are_the_dense_blur_fusion(shape, radii
     got = estimate_foreground(image, alpha, radii=radii)
     assert np.abs(got[band].astype(int) - expected[band]).max() <= 1
     assert np.array_equal(got[~band], image[~band])
+
+
+def test_estimate_foreground_repeated_last_radius_is_the_dense_blur_fusion():
+    # The default's narrow end: a last step at the radius before it keeps that step's
+    # background means. On a noisy picture the background means still move between the two
+    # steps (by 2 levels of F here), so recomputing them would show.
+    image, alpha = _blobs((123, 157), seed=280)
+    noise = np.random.default_rng(0).integers(-60, 61, image.shape)
+    image = np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8)
+    band = (alpha > 0) & (alpha < 1)
+    expected = np.clip(slow_blur_fusion(image, alpha, (2, 1, 1)) + 0.5, 0, 255).astype(np.uint8)
+    got = estimate_foreground(image, alpha, radii=(2, 1, 1))
+    assert np.abs(got[band].astype(int) - expected[band]).max() <= 1
+    assert np.array_equal(got[~band], image[~band])
+
+
+@pytest.mark.parametrize("radius", [1, 16])
+def test_a_repeated_last_step_keeps_the_background_means_before_it(radius):
+    # Both levels (the strip mosaic below radius 8, the coarse grid above): with the means of
+    # the step before at the same radius, only the alpha F rows are new (and the same as a
+    # full step's); alpha and (1 - alpha) B are the kept ones.
+    from inference import foreground
+
+    image, alpha = _blobs((150, 170), seed=5)
+    at_band = foreground.edge_band(alpha)
+    ys, xs = np.divmod(at_band, alpha.shape[1])
+    band = foreground._Band(image, alpha, at_band, ys, xs)
+    if radius < foreground._GRID_MIN_RADIUS:
+        level = foreground._BandStrips(image, alpha, ys, xs, radius)
+    else:
+        level = foreground._CoarseGrid(image, alpha, (0, 0, alpha.shape[1], alpha.shape[0]))
+        level.fill()
+        level.add_band(band)
+    before = level.box_means_at_band(radius, None)
+    values = band.step(before.copy(), last=False).copy()
+    full = level.box_means_at_band(radius, values)
+    kept = before.copy()
+    got = level.box_means_at_band(radius, values, background_from=kept)
+    assert got is kept
+    assert np.array_equal(got[:3], full[:3])
+    assert np.array_equal(got[3:], before[3:])
+    assert not np.allclose(full[4:], before[4:])  # a full step's background means do change
 
 
 def test_estimate_foreground_radius_8_reaches_across_a_soft_ramp():
