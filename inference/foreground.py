@@ -14,6 +14,7 @@ from inference.guided_filter import box_mean, cell_means
 from inference.image_io import check_rgb_image
 from inference.matte_checks import check_count, check_map
 from inference.side_threads import side_workers
+from inference.work_buffers import reusable_plane
 
 #: Box radii of the blur-fusion steps of :func:`estimate_foreground`, wide to narrow. Chosen
 #: with the radii comparison of the earlier ``bench/quality.py`` (git history); the current
@@ -137,15 +138,18 @@ def _estimate_at_band(
         grid.add_band(band)
     # alpha F and (1 - alpha) B at the band, (6, N) (None while F = B = I); F after the last step.
     # The wide steps run while the strip mosaic is still being built.
-    values = strips = sums = None
+    # The steps' box means go to two buffers in turn (kept by this thread: no page faults).
+    buffers = reusable_plane("foreground box means", (2, 7, at_band.size), np.float32)
+    values = strips = None
     for step, r in enumerate(radii):
         if r < _GRID_MIN_RADIUS and strips is None:
             strips = strips_job.result()
         level = grid if r >= _GRID_MIN_RADIUS else strips
         last = step == len(radii) - 1
         # A last step at the radius of the one before keeps that step's background means.
-        kept = sums if last and step > 0 and radii[step - 1] == r else None
-        sums = level.box_means_at_band(r, values, background_from=kept)
+        keep = last and step > 0 and radii[step - 1] == r
+        sums = buffers[(step - 1) % 2 if keep else step % 2]
+        level.box_means_at_band(r, values, sums, keep_background=keep)
         values = band.step(sums, last=last)
 
     F = np.clip(values, 0.0, 255.0, out=values)
@@ -290,22 +294,20 @@ class _CoarseGrid:
         return sums.reshape(3, grid_h, grid_w)
 
     def box_means_at_band(
-        self, radius: int, weighted: np.ndarray | None, *, background_from: np.ndarray | None = None
-    ) -> np.ndarray:
-        """``(7, N)`` box means at the band pixels of ``alpha F`` (3), ``alpha`` and
-        ``(1 - alpha) B`` (3), with the band's ``alpha F`` and ``(1 - alpha) B`` from
-        ``weighted`` ``(6, N)`` (``None``: ``F = B = I``). ``background_from``: the means of the
-        step before at this radius, whose ``alpha`` and ``(1 - alpha) B`` rows are kept (its
-        ``alpha F`` rows are overwritten and it is returned)."""
+        self, radius: int, weighted: np.ndarray | None, sums: np.ndarray, *, keep_background: bool = False
+    ) -> None:
+        """Box means at the band pixels of ``alpha F`` (3), ``alpha`` and ``(1 - alpha) B`` (3) into
+        ``sums`` ``(7, N)``, with the band's ``alpha F`` and ``(1 - alpha) B`` from ``weighted``
+        ``(6, N)`` (``None``: ``F = B = I``). ``keep_background``: ``sums`` holds the means of the
+        step before at this radius; its ``alpha`` and ``(1 - alpha) B`` rows are kept."""
         planes = self.planes
-        groups = [(0, (0, 1, 2, 3))] + ([(4, (4, 5, 6, 3))] if background_from is None else [])
+        groups = [(0, (0, 1, 2, 3))] + ([] if keep_background else [(4, (4, 5, 6, 3))])
         if weighted is not None:
             change = weighted - self.initial
             planes = planes.copy()
             planes[:3] += self._cell_sums(change[:3])
-            if background_from is None:
+            if not keep_background:
                 planes[4:] += self._cell_sums(change[3:])
-        sums = np.empty((7, self.count), np.float32) if background_from is None else background_from
         grid_radius = max(1, round(radius / self.step))
         # OpenCV filters and samples four channels at a time best: alpha F and alpha, then
         # (1 - alpha) B and alpha again.
@@ -319,7 +321,6 @@ class _CoarseGrid:
         sample(*groups[0])
         if side is not None:
             side.result()
-        return sums
 
 
 def _mirrored(index: np.ndarray, size: int) -> np.ndarray:
@@ -416,23 +417,16 @@ class _BandStrips:
         self.copy_of = band_of_tape[copy_tape * _STRIP + copy_y - copy_strip * _STRIP]
 
     def box_means_at_band(
-        self, radius: int, weighted: np.ndarray | None, *, background_from: np.ndarray | None = None
-    ) -> np.ndarray:
-        """``(7, N)`` box means at the band pixels of ``alpha F`` (3), ``alpha`` and
-        ``(1 - alpha) B`` (3), with the band's ``alpha F`` and ``(1 - alpha) B`` from
-        ``weighted`` ``(6, N)`` (``None``: ``F = B = I``, or the last call's values).
-        ``background_from``: as for :meth:`_CoarseGrid.box_means_at_band`."""
-        if background_from is not None:  # alpha F only: two planes here, one on a side thread
-            side = side_workers().submit(self._box_means_of, (2,), radius, weighted, background_from)
-            self._box_means_of((0, 1), radius, weighted, background_from)
-            side.result()
-            return background_from
-        sums = np.empty((7, self.band_place.size), np.float32)
-        # alpha F and alpha here, (1 - alpha) B on a side thread: each plane's box stays in its plane.
-        side = side_workers().submit(self._box_means_of, (4, 5, 6), radius, weighted, sums)
-        self._box_means_of((0, 1, 2, 3), radius, weighted, sums)
+        self, radius: int, weighted: np.ndarray | None, sums: np.ndarray, *, keep_background: bool = False
+    ) -> None:
+        """:meth:`_CoarseGrid.box_means_at_band` (``weighted`` ``None``: ``F = B = I``, or the last
+        call's values)."""
+        # alpha F and alpha here, (1 - alpha) B on a side thread (each plane's box stays in its
+        # plane); alpha F alone in two parts.
+        here, there = ((0, 1), (2,)) if keep_background else ((0, 1, 2, 3), (4, 5, 6))
+        side = side_workers().submit(self._box_means_of, there, radius, weighted, sums)
+        self._box_means_of(here, radius, weighted, sums)
         side.result()
-        return sums
 
     def _box_means_of(
         self, planes: tuple[int, ...], radius: int, weighted: np.ndarray | None, sums: np.ndarray
