@@ -301,7 +301,6 @@ class _CoarseGrid:
         ``(6, N)`` (``None``: ``F = B = I``). ``keep_background``: ``sums`` holds the means of the
         step before at this radius; its ``alpha`` and ``(1 - alpha) B`` rows are kept."""
         planes = self.planes
-        groups = [(0, (0, 1, 2, 3))] + ([] if keep_background else [(4, (4, 5, 6, 3))])
         if weighted is not None:
             change = weighted - self.initial
             planes = planes.copy()
@@ -317,8 +316,8 @@ class _CoarseGrid:
             for row, channel in zip(range(first, 7), cv2.split(at_band)):
                 sums[row] = channel.reshape(-1)[: self.count]
 
-        side = side_workers().submit(sample, *groups[1]) if len(groups) > 1 else None
-        sample(*groups[0])
+        side = None if keep_background else side_workers().submit(sample, 4, (4, 5, 6, 3))
+        sample(0, (0, 1, 2, 3))
         if side is not None:
             side.result()
 
