@@ -136,10 +136,10 @@ def _estimate_at_band(
     if grid is not None:
         grid.fill()
         grid.add_band(band)
-    # alpha F and (1 - alpha) B at the band, (6, N) (None while F = B = I); F after the last step.
-    # The wide steps run while the strip mosaic is still being built.
     # The steps' box means go to two buffers in turn (kept by this thread: no page faults).
     buffers = reusable_plane("foreground box means", (2, 7, at_band.size), np.float32)
+    # alpha F and (1 - alpha) B at the band, (6, N) (None while F = B = I); F after the last step.
+    # The wide steps run while the strip mosaic is still being built.
     values = strips = None
     for step, r in enumerate(radii):
         if r < _GRID_MIN_RADIUS and strips is None:
