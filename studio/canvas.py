@@ -91,6 +91,13 @@ def _as_int(value: object) -> int | None:
     return int(value)
 
 
+def _clicks_list(value: object) -> list | tuple:
+    """The raw ``"clicks"`` list of the component's state ``value``, unchecked entries and all
+    (empty when ``value`` is no mapping or holds no list there)."""
+    clicks_value = value.get("clicks") if hasattr(value, "get") and not isinstance(value, str) else None
+    return clicks_value if isinstance(clicks_value, (list, tuple)) else []
+
+
 def parse_clicks(value: object, *, image_size: tuple[int, int]) -> list[PictureClick]:
     """The clicks in the component's state value, in the order they were made.
 
@@ -99,12 +106,9 @@ def parse_clicks(value: object, *, image_size: tuple[int, int]) -> list[PictureC
     Entries that are malformed or outside the ``(H, W)`` picture are skipped: the
     browser is not trusted to send only what the JavaScript would.
     """
-    clicks_value = value.get("clicks") if hasattr(value, "get") and not isinstance(value, str) else None
-    if not isinstance(clicks_value, (list, tuple)):
-        return []
     height, width = image_size
     out = []
-    for entry in clicks_value:
+    for entry in _clicks_list(value):
         if not isinstance(entry, (list, tuple)) or len(entry) != 4:
             continue
         click_id, x, y, include = entry
@@ -120,8 +124,8 @@ def parse_clicks(value: object, *, image_size: tuple[int, int]) -> list[PictureC
 def mode_to_show(value: object) -> str:
     """The switch's position when the click picture mounts: the mode of the last click in the
     component's state ``value`` (what :func:`parse_clicks` reads), ``"include"`` before any."""
-    clicks_value = value.get("clicks") if hasattr(value, "get") and not isinstance(value, str) else None
-    if isinstance(clicks_value, (list, tuple)) and clicks_value:
+    clicks_value = _clicks_list(value)
+    if clicks_value:
         last = clicks_value[-1]
         if isinstance(last, (list, tuple)) and len(last) == 4 and last[3] is False:
             return "exclude"
